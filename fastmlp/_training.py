@@ -1,0 +1,261 @@
+"""The solvers' outer loops: epochs, shuffling, early stopping (stochastic) and L-BFGS.
+
+Python keeps the outer loop; the backend runs every mini-batch of an epoch in one call. All
+random numbers are drawn here from the estimator's ``RandomState`` in scikit-learn's order:
+initial weights (in ``_estimators``), the early-stopping split, each epoch's shuffle.
+"""
+
+import warnings
+
+import numpy as np
+import scipy
+import scipy.optimize
+from sklearn.base import is_classifier
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.utils import shuffle
+
+from ._optim import ADAM_T, LOSS, NESTEROV, SEED, SOLVER, SOLVER_CODES, STEP, OptimizerState
+from .losses import BY_OUT_ACTIVATION
+
+# Errors from arithmetic on diverging weights are detected (non-finite loss or weights) and
+# reported as one ValueError, so NumPy's floating-point warnings are silenced in the loops.
+_QUIET = dict(over="ignore", invalid="ignore", divide="ignore", under="ignore")
+
+
+def _counters(est, solver):
+    net = est._network
+    return np.array(
+        [
+            SOLVER_CODES.get(solver, 0),
+            int(bool(est.nesterovs_momentum)),
+            0,
+            est._step,
+            est._rrelu_seed,
+            BY_OUT_ACTIVATION[net.out_activation].code,
+        ],
+        dtype=np.int64,
+    )
+
+
+def _diverged(est, epoch):
+    return ValueError(
+        f"Training diverged at epoch {epoch}: the loss or the weights became non-finite "
+        f"(loss={est.loss_!r}). The weights of the last finite epoch were restored. Lower "
+        f"learning_rate_init (now {est.learning_rate_init}), scale the input (for example "
+        "with sklearn.preprocessing.StandardScaler) or increase alpha."
+    )
+
+
+def fit_stochastic(est, backend, X, Y, sample_weight, incremental):
+    """Run SGD or Adam epochs on ``est`` (scikit-learn's ``_fit_stochastic``)."""
+    net = est._network
+    theta = est._theta
+    dtype = theta.dtype
+    if not incremental or not hasattr(est, "_optimizer"):
+        est._optimizer = OptimizerState(
+            est.solver, net.n_params, dtype, est.learning_rate_init, est.learning_rate,
+            est.power_t,
+        )
+    else:
+        # a learning rate changed with set_params between partial_fit calls takes effect
+        est._optimizer.set_learning_rate_init(est.learning_rate_init)
+    optimizer = est._optimizer
+
+    if est.early_stopping and incremental:
+        raise ValueError("partial_fit does not support early_stopping=True")
+    early_stopping = est.early_stopping
+    if early_stopping:
+        # don't stratify in multilabel classification
+        should_stratify = is_classifier(est) and est.n_outputs_ == 1
+        stratify = Y if should_stratify else None
+        if sample_weight is None:
+            X_train, X_val, Y_train, y_val = train_test_split(
+                X, Y, random_state=est._random_state, test_size=est.validation_fraction,
+                stratify=stratify,
+            )
+            sw_train = sw_val = None
+        else:
+            X_train, X_val, Y_train, y_val, sw_train, sw_val = train_test_split(
+                X, Y, sample_weight, random_state=est._random_state,
+                test_size=est.validation_fraction, stratify=stratify,
+            )
+        if X_val.shape[0] < 2:
+            raise ValueError(
+                "The validation set is too small. Increase 'validation_fraction' "
+                "or the size of your dataset."
+            )
+        if is_classifier(est):
+            y_val = est._label_binarizer.inverse_transform(y_val)
+    else:
+        X_train, Y_train, sw_train = X, Y, sample_weight
+        X_val = y_val = sw_val = None
+
+    X_train = _c_contiguous(X_train)
+    Y_train = np.ascontiguousarray(Y_train, dtype=dtype)
+    if sw_train is not None:
+        sw_train = np.ascontiguousarray(sw_train, dtype=dtype)
+    n_samples = X_train.shape[0]
+    sample_idx = np.arange(n_samples, dtype=np.int64)
+    if est.batch_size == "auto":
+        batch_size = min(200, n_samples)
+    else:
+        if est.batch_size > n_samples:
+            warnings.warn(
+                "Got `batch_size` less than 1 or larger than "
+                "sample size. It is going to be clipped"
+            )
+        batch_size = int(np.clip(est.batch_size, 1, n_samples))
+
+    grad = np.empty(net.n_params, dtype=dtype)
+    work = np.empty(backend.workspace_size(net.layout, batch_size), dtype=dtype)
+    counters = _counters(est, est.solver)
+    last_good = theta.copy()
+    try:
+        est.n_iter_ = 0
+        for _ in range(est.max_iter):
+            if est.shuffle:
+                sample_idx = shuffle(sample_idx, random_state=est._random_state)
+            np.copyto(last_good, theta)
+            counters[ADAM_T] = optimizer.adam_t
+            hyper = optimizer.hyper(est)
+            with np.errstate(**_QUIET):
+                loss_sum = backend.train_epoch(
+                    theta, grad, optimizer.moments, net.layout, net.act_params, X_train,
+                    Y_train, sw_train, sample_idx, batch_size, hyper, counters, work,
+                )
+            optimizer.adam_t = int(counters[ADAM_T])
+            est._step = int(counters[STEP])
+            est.n_iter_ += 1
+            est.loss_ = loss_sum / X_train.shape[0]
+            if not (np.isfinite(est.loss_) and np.isfinite(theta).all()):
+                np.copyto(theta, last_good)
+                raise _diverged(est, est.n_iter_)
+            est.t_ += n_samples
+            est.loss_curve_.append(est.loss_)
+            if est.verbose:
+                print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
+
+            # update no_improvement_count based on training loss or validation score
+            _update_no_improvement_count(est, early_stopping, X_val, y_val, sw_val)
+            # for learning rate that needs to be updated at iteration end
+            optimizer.iteration_ends(est.t_)
+
+            if est._no_improvement_count > est.n_iter_no_change:
+                if early_stopping:
+                    msg = (
+                        "Validation score did not improve more than "
+                        "tol=%f for %d consecutive epochs." % (est.tol, est.n_iter_no_change)
+                    )
+                else:
+                    msg = (
+                        "Training loss did not improve more than tol=%f"
+                        " for %d consecutive epochs." % (est.tol, est.n_iter_no_change)
+                    )
+                if optimizer.trigger_stopping(msg, est.verbose):
+                    break
+                est._no_improvement_count = 0
+            if incremental:
+                break
+            if est.n_iter_ == est.max_iter:
+                warnings.warn(
+                    "Stochastic Optimizer: Maximum iterations (%d) "
+                    "reached and the optimization hasn't converged yet." % est.max_iter,
+                    ConvergenceWarning,
+                )
+    except KeyboardInterrupt:
+        warnings.warn("Training interrupted by user.")
+    if early_stopping:
+        # restore best weights
+        np.copyto(theta, est._best_theta)
+
+
+def _update_no_improvement_count(est, early_stopping, X_val, y_val, sw_val):
+    if early_stopping:
+        # compute validation score (can be NaN), use that for stopping
+        val_score = est._score(X_val, y_val, sample_weight=sw_val)
+        est.validation_scores_.append(val_score)
+        if est.verbose:
+            print("Validation score: %f" % est.validation_scores_[-1])
+        last_valid_score = est.validation_scores_[-1]
+        if last_valid_score < (est.best_validation_score_ + est.tol):
+            est._no_improvement_count += 1
+        else:
+            est._no_improvement_count = 0
+        if last_valid_score > est.best_validation_score_:
+            est.best_validation_score_ = last_valid_score
+            np.copyto(est._best_theta, est._theta)
+    else:
+        if est.loss_curve_[-1] > est.best_loss_ - est.tol:
+            est._no_improvement_count += 1
+        else:
+            est._no_improvement_count = 0
+        if est.loss_curve_[-1] < est.best_loss_:
+            est.best_loss_ = est.loss_curve_[-1]
+
+
+def fit_lbfgs(est, backend, X, Y, sample_weight):
+    """Minimise the full-batch loss with scipy's L-BFGS-B over the flat vector ``theta``."""
+    net = est._network
+    theta = est._theta
+    dtype = theta.dtype
+    X = _c_contiguous(X)
+    Y = np.ascontiguousarray(Y, dtype=dtype)
+    if sample_weight is not None:
+        sample_weight = np.ascontiguousarray(sample_weight, dtype=dtype)
+    grad = np.empty(net.n_params, dtype=dtype)
+    work = np.empty(backend.workspace_size(net.layout, X.shape[0]), dtype=dtype)
+    counters = _counters(est, "sgd")
+    alpha = float(est.alpha)
+
+    def loss_and_grad(x):
+        theta[...] = x
+        with np.errstate(**_QUIET):
+            loss = backend.loss_grad(theta, grad, net.layout, net.act_params, X, Y,
+                                     sample_weight, alpha, counters, work)
+        # scipy keeps the returned gradient: hand it a copy, not our buffer
+        return loss, grad.astype(np.float64)
+
+    iprint = 1 if (est.verbose is True or est.verbose >= 1) else -1
+    options = {"maxfun": est.max_fun, "maxiter": est.max_iter, "gtol": est.tol}
+    if tuple(int(p) for p in scipy.__version__.split(".")[:2]) < (1, 15):
+        options["iprint"] = iprint
+    try:
+        opt_res = scipy.optimize.minimize(
+            loss_and_grad, theta.astype(np.float64), method="L-BFGS-B", jac=True,
+            options=options,
+        )
+    except KeyboardInterrupt:
+        warnings.warn("Training interrupted by user.")
+        return
+    est.n_iter_ = _check_lbfgs_result(opt_res, est.max_iter)
+    est.loss_ = opt_res.fun
+    theta[...] = opt_res.x
+
+
+def _check_lbfgs_result(result, max_iter):
+    n_iter = min(result.nit, max_iter)
+    if result.status != 0:
+        msg = (
+            f"lbfgs failed to converge after {n_iter} iteration(s) "
+            f"(status={result.status}):\n{result.message}\n"
+        )
+        if n_iter == max_iter:
+            msg += (
+                "\nIncrease the number of iterations to improve the "
+                f"convergence (max_iter={max_iter})."
+            )
+        msg += (
+            "\nYou might also want to scale the data as shown in:\n"
+            "    https://scikit-learn.org/stable/modules/preprocessing.html"
+        )
+        warnings.warn(msg, ConvergenceWarning, stacklevel=3)
+    return n_iter
+
+
+def _c_contiguous(X):
+    import scipy.sparse as sp
+
+    if sp.issparse(X):
+        return X.tocsr()
+    return np.ascontiguousarray(X)
