@@ -8,4 +8,25 @@ from .backends import available_backends
 
 __version__ = "0.1.0"
 
-__all__ = ["MLPClassifier", "MLPRegressor", "available_backends", "__version__"]
+__all__ = ["MLPClassifier", "MLPRegressor", "available_backends", "check_gradients", "load",
+           "__version__"]
+
+
+def check_gradients(estimator, X, y, eps=1e-6, **kwargs):
+    """Largest relative error between backpropagation and central differences.
+
+    See :func:`fastmlp._gradcheck.check_gradients` for the parameters.
+    """
+    from ._gradcheck import check_gradients as _check
+
+    return _check(estimator, X, y, eps=eps, **kwargs)
+
+
+def load(path):
+    """Load an estimator saved with ``estimator.save(path)`` (no pickle involved).
+
+    See :func:`fastmlp._persist.load`.
+    """
+    from ._persist import load as _load
+
+    return _load(path)

@@ -251,7 +251,16 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                 self.validation_scores_ = None
                 self.best_validation_score_ = None
 
-    def _fit(self, X, y, sample_weight=None, incremental=False):
+    def _prepare_fit(self, X, y, sample_weight=None, incremental=False):
+        """Validate, initialise on first use, choose the backend; train nothing.
+
+        Returns
+        -------
+        backend : module
+            The backend module (``backend_`` names it).
+        X : ndarray or CSR matrix, Y : ndarray, sample_weight : ndarray or None
+            Training data in the dtype of the weights (``Y`` 2-D, float).
+        """
         hidden_layer_sizes = self._hidden_layer_sizes()
         hidden_acts, hidden_params = self._hidden_activations(len(hidden_layer_sizes))
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
@@ -287,7 +296,10 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         if sp.issparse(X) and self.backend_ != "numpy":
             X = X.toarray()  # compiled kernels take dense rows
         Y = np.ascontiguousarray(y, dtype=dtype)
+        return backend, X, Y, sample_weight
 
+    def _fit(self, X, y, sample_weight=None, incremental=False):
+        backend, X, Y, sample_weight = self._prepare_fit(X, y, sample_weight, incremental)
         if self.solver in _STOCHASTIC_SOLVERS:
             _training.fit_stochastic(self, backend, X, Y, sample_weight, incremental)
         elif self.solver == "lbfgs":
@@ -327,6 +339,32 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                 " optimizers. %s is not stochastic." % self.solver
             )
         return True
+
+    # ------------------------------------------------------------------- toolbox
+    def summary(self):
+        """A text table of the layers: units, activation, trainable parameters, and the total.
+
+        Returns
+        -------
+        str
+        """
+        from ._summary import summary
+
+        return summary(self)
+
+    def save(self, path):
+        """Save the configuration, weights and optimizer state without pickle.
+
+        The file holds JSON and numeric arrays only; :func:`fastmlp.load` reads it back and
+        accepts nothing else, so loading an untrusted file cannot execute code.
+
+        Parameters
+        ----------
+        path : str or path-like
+        """
+        from ._persist import save
+
+        return save(self, path)
 
     # ------------------------------------------------------------------ prediction
     def _validate_predict_input(self, X):
