@@ -8,9 +8,10 @@ silently.
 """
 
 import importlib
+import warnings
 
-__all__ = ["BACKENDS", "BackendUnavailableError", "get_backend", "available_backends",
-           "choose_backend"]
+__all__ = ["BACKENDS", "BackendUnavailableError", "BackendFallbackWarning", "get_backend",
+           "available_backends", "choose_backend"]
 
 BACKENDS = {
     "numpy": "fastmlp.backends._numpy",
@@ -25,6 +26,10 @@ _errors = {}
 
 class BackendUnavailableError(ImportError):
     """Raised when a backend asked for by name cannot be loaded."""
+
+
+class BackendFallbackWarning(RuntimeWarning):
+    """Warned when ``backend='auto'`` cannot use the backend its rule prefers."""
 
 
 def get_backend(name):
@@ -102,10 +107,18 @@ def choose_backend(requested, X=None):
 
     if X is not None and sp.issparse(X):
         return "numpy"
+    reasons = []
     for name in ("cython", "numba"):
         try:
             get_backend(name)
-            return name
-        except BackendUnavailableError:
+        except BackendUnavailableError as exc:
+            reasons.append(str(exc))
             continue
+        if reasons:
+            warnings.warn(f"backend='auto' is using {name!r}: " + " ".join(reasons),
+                          BackendFallbackWarning, stacklevel=3)
+        return name
+    warnings.warn("backend='auto' found no compiled backend and is using the NumPy reference, "
+                  "which is much slower: " + " ".join(reasons), BackendFallbackWarning,
+                  stacklevel=3)
     return "numpy"
