@@ -1,0 +1,1023 @@
+"""Numba kernels of fastmlp: the compiled half of the ``numba`` backend.
+
+They implement ``docs/kernel_contract.md``; ``fastmlp.backends._numba`` wraps them in the
+backend entry points (it handles ``None`` sample weights, sparse input and argument checks).
+Everything below works on the flat parameter vector ``theta`` and on views carved out of the
+caller's ``work`` vector; nothing is allocated per mini-batch.
+
+Compilation policy
+------------------
+- **Eager, explicit signatures.** The public kernels (:func:`plan`, :func:`train_epoch_kernel`,
+  :func:`loss_grad_kernel`, :func:`forward_kernel`, :func:`rrelu_uniform_kernel`) are
+  decorated with one signature per dtype (float32 and float64), so they are compiled when this
+  module is imported and never again: a call with any other argument types raises
+  ``TypeError`` instead of compiling a new specialisation in the middle of a fit. Inputs that
+  the kernels only read are declared read-only, so read-only arrays (joblib memmaps) are
+  accepted without a copy.
+- **Cached.** ``cache=True``: the first import compiles (tens of seconds) and writes the
+  machine code next to this file (or to Numba's user cache directory when that is not
+  writable); later imports load it.
+- **Helpers carry no signature.** They are typed through the entry points that call them, so
+  each is compiled once per dtype, as part of those entry points. Activations and losses are
+  dispatched on their integer code with the branch *outside* the loops over rows and units:
+  adding an activation adds one loop, it does not multiply the number of specialisations.
+- **One file.** Numba keys each cached function on its own source file only; a helper kept in
+  another module could be edited without invalidating the cached entry points that inline it.
+  So every function that Numba compiles for this backend lives here.
+- **Flags.** ``nogil=True`` everywhere (a whole epoch runs without the GIL);
+  ``error_model='numpy'`` (a division by zero gives inf/nan instead of a Python exception check
+  in every loop, which would also block vectorisation); no ``boundscheck``. ``fastmath`` is
+  limited to FMA contraction in the hand-written matrix products and to re-association in the
+  optimizer loop (so the L2 sum of squares vectorises); never ``nnan``/``ninf``: non-finite
+  values must propagate so the estimator can detect a diverging fit.
+
+Matrix products go to BLAS through ``np.dot(a, b, out)`` (Numba calls scipy's ``?gemm``),
+except tiny ones (``m * k * n <= SMALL_GEMM``, measured: one sample per step, or a handful of
+inputs), where the call overhead of BLAS exceeds the arithmetic and a plain loop wins.
+
+Work layout (see :func:`plan`): for ``R`` rows, the gathered input ``XB`` (R x n_in), a scratch
+``T`` (R x widest hidden layer) for the product ``delta W^T``, and per layer ``Z`` (R x N_PRE),
+then ``A`` (R x FAN_OUT) for hidden layers whose derivative needs ``z`` (codes above 3), then
+the RReLU slopes (R x FAN_OUT). ``A`` shares ``Z``'s memory for identity/logistic/tanh/relu
+(their derivatives need only the output, as in scikit-learn) and for the output layer. In the
+backward pass the delta of layer ``l`` overwrites ``Z_l``, which is dead by then.
+"""
+
+import math
+
+import numpy as np
+from numba import boolean, float32, float64, int64, njit, types, void
+from numba.extending import intrinsic
+
+__all__ = [
+    "SMALL_GEMM",
+    "plan",
+    "train_epoch_kernel",
+    "loss_grad_kernel",
+    "forward_kernel",
+    "rrelu_uniform_kernel",
+]
+
+# ----------------------------------------------------------------------------- indices
+# layout columns, hyper and counters entries, solver/loss/activation codes: the contract's
+FAN_IN, FAN_OUT, N_PRE, COEF_OFF, INTER_OFF, ACT, SLOPE_OFF, K = range(8)
+LR, MOMENTUM, BETA_1, BETA_2, EPSILON, ALPHA = range(6)
+SOLVER, NESTEROV, ADAM_T, STEP, SEED, LOSS = range(6)
+SGD, ADAM = 0, 1
+SQUARED_ERROR, POISSON, BINARY_LOG_LOSS, LOG_LOSS = range(4)
+(IDENTITY, LOGISTIC, TANH, RELU, LEAKY_RELU, PRELU, RRELU, ELU, SELU, SOFTPLUS, SWISH, GELU,
+ GELU_TANH, HARD_SIGMOID, HARD_TANH, MAXOUT) = range(16)
+SOFTMAX, EXP = 20, 21
+
+# columns of the plan (offsets into work); row L holds [XB, T, total]
+P_Z, P_A, P_R = 0, 1, 2
+_ALIGN = 8  # every buffer starts on a multiple of 8 elements (whole cache lines for float64)
+
+SMALL_GEMM = 2048
+"""Products with ``m * k * n`` at most this use a plain loop instead of BLAS (measured)."""
+
+SELU_LAMBDA = 1.0507009873554805
+SELU_ALPHA = 1.6732632423543772
+_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_GELU_C = 0.044715
+
+# SplitMix64 (docs/kernel_contract.md): every operand is uint64, so Numba never promotes the
+# arithmetic to float64 (uint64 mixed with int64 would be)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_U11, _U27, _U30, _U31 = np.uint64(11), np.uint64(27), np.uint64(30), np.uint64(31)
+_TWO_M53 = 2.0**-53
+
+_F = dict(cache=True, nogil=True, error_model="numpy")
+_F_GEMM = dict(_F, fastmath={"contract"})
+_F_OPT = dict(_F, fastmath={"contract", "reassoc"})
+
+# ------------------------------------------------------------------------------ types
+_I1 = int64[::1]
+_I2RO = types.Array(int64, 2, "C", readonly=True)
+_I1RO = types.Array(int64, 1, "C", readonly=True)
+_F1RO = types.Array(float64, 1, "C", readonly=True)
+_F2RO = types.Array(float64, 2, "C", readonly=True)
+
+
+def _sigs(make):
+    return [make(dt) for dt in (float32, float64)]
+
+
+def _ro(dt, nd):
+    return types.Array(dt, nd, "C", readonly=True)
+
+
+# ------------------------------------------------------------------------------ plan
+@intrinsic
+def _unlit(typingctx, x):
+    """``x`` typed as a plain value. Numba types a constant argument (``0``, ``True``) as a
+    literal, and each literal gives the callee one more specialisation to compile (the whole
+    batch code, twice per dtype); routing constants through here keeps one per dtype."""
+    plain = types.unliteral(x)
+
+    def codegen(context, builder, sig, args):
+        return context.cast(builder, args[0], sig.args[0], sig.return_type)
+
+    return plain(x), codegen
+
+
+@njit(**_F)
+def _round_up(n):
+    return (n + _ALIGN - 1) // _ALIGN * _ALIGN
+
+
+@njit([int64(_I2RO, int64, int64[:, ::1])], **_F)
+def plan(layout, n_rows, offs):
+    """Carve ``work`` into buffers for batches of up to ``n_rows`` rows.
+
+    Parameters
+    ----------
+    layout : int64 array of shape (L, 8), read
+    n_rows : int
+    offs : int64 array of shape (L + 1, 3), written
+        Row ``l < L``: offsets of ``Z_l``, ``A_l`` (equal to ``Z_l``'s when they share
+        memory) and the RReLU slopes (-1 if none). Row ``L``: offsets of ``XB`` and ``T``,
+        and the total.
+
+    Returns
+    -------
+    int
+        Elements of ``work`` needed (the total).
+    """
+    L = layout.shape[0]
+    pos = 0
+    offs[L, 0] = pos
+    pos += _round_up(n_rows * layout[0, FAN_IN])
+    widest = 0
+    for l in range(L - 1):
+        widest = max(widest, layout[l, FAN_OUT])
+    offs[L, 1] = pos
+    pos += _round_up(n_rows * widest)
+    for l in range(L):
+        code = layout[l, ACT]
+        hidden = l < L - 1
+        offs[l, P_Z] = pos
+        pos += _round_up(n_rows * layout[l, N_PRE])
+        if hidden and code > RELU:
+            offs[l, P_A] = pos
+            pos += _round_up(n_rows * layout[l, FAN_OUT])
+        else:
+            offs[l, P_A] = offs[l, P_Z]
+        if hidden and code == RRELU:
+            offs[l, P_R] = pos
+            pos += _round_up(n_rows * layout[l, FAN_OUT])
+        else:
+            offs[l, P_R] = -1
+    offs[L, 2] = pos
+    return pos
+
+
+@njit(**_F)
+def _view(work, off, rows, cols):
+    """``work[off : off + rows * cols]`` as a C-contiguous (rows, cols) matrix."""
+    return work[off : off + rows * cols].reshape((rows, cols))
+
+
+@njit(**_F)
+def _no_rows(work, cols):
+    """An empty (0, cols) matrix of ``work``'s type (for buffers a layer does not have)."""
+    return work[:0].reshape((0, cols))
+
+
+@njit(**_F)
+def _dtype_consts(x):
+    """Machine epsilon of ``x``'s dtype and ``log`` of its largest finite value."""
+    t = x.dtype.type
+    one = t(1.0)
+    half = t(0.5)
+    eps = one
+    while one + eps * half != one:  # float32 arithmetic stays float32 here
+        eps = eps * half
+    top = t(709.782712893384) if eps < 1e-10 else t(88.72283935546875)
+    return eps, top
+
+
+# ---------------------------------------------------------------------- matrix products
+@njit(**_F_GEMM)
+def _mm_nn(A, B, C):
+    """``C = A @ B``; A (m, k), B (k, n), C (m, n), all C-contiguous."""
+    m, k = A.shape
+    n = B.shape[1]
+    if m * k * n > SMALL_GEMM:
+        np.dot(A, B, C)
+        return
+    zero = C.dtype.type(0.0)
+    for i in range(m):
+        for j in range(n):
+            C[i, j] = zero
+        for p in range(k):
+            a = A[i, p]
+            for j in range(n):
+                C[i, j] += a * B[p, j]
+
+
+@njit(**_F_GEMM)
+def _mm_tn(A, B, C):
+    """``C = A.T @ B``; A (m, k), B (m, n), C (k, n)."""
+    m, k = A.shape
+    n = B.shape[1]
+    if m * k * n > SMALL_GEMM:
+        np.dot(A.T, B, C)
+        return
+    zero = C.dtype.type(0.0)
+    for p in range(k):
+        for j in range(n):
+            C[p, j] = zero
+    for i in range(m):
+        for p in range(k):
+            a = A[i, p]
+            for j in range(n):
+                C[p, j] += a * B[i, j]
+
+
+@njit(**_F_GEMM)
+def _mm_nt(A, B, C):
+    """``C = A @ B.T``; A (m, n), B (k, n), C (m, k)."""
+    m, n = A.shape
+    k = B.shape[0]
+    if m * k * n > SMALL_GEMM:
+        np.dot(A, B.T, C)
+        return
+    for i in range(m):
+        for p in range(k):
+            s = C.dtype.type(0.0)
+            for j in range(n):
+                s += A[i, j] * B[p, j]
+            C[i, p] = s
+
+
+# -------------------------------------------------------------------------------- RNG
+@njit(**_F)
+def _splitmix64(x):
+    z = x + _GOLDEN
+    z = (z ^ (z >> _U30)) * _MIX1
+    z = (z ^ (z >> _U27)) * _MIX2
+    return z ^ (z >> _U31)
+
+
+@njit(**_F)
+def _rrelu_key(seed, step, layer):
+    k_batch = _splitmix64(np.uint64(seed) ^ _splitmix64(np.uint64(step)))
+    return _splitmix64(k_batch ^ np.uint64(layer))
+
+
+@njit(**_F)
+def _uniform(key, counter):
+    """The contract's uniform number in [0, 1) for one (row * FAN_OUT + unit) counter."""
+    return np.float64(_splitmix64(key ^ np.uint64(counter)) >> _U11) * _TWO_M53
+
+
+@njit([void(int64, int64, int64, float64[:, ::1])], **_F)
+def rrelu_uniform_kernel(seed, step, layer, out):
+    """RReLU's uniform numbers for weight layer ``layer`` of mini-batch ``step``.
+
+    Parameters
+    ----------
+    seed, step, layer : int
+    out : float64 array of shape (n_rows, n_units), written
+        ``out[row, unit]`` receives the number of that row and unit (the same as
+        :func:`fastmlp.activations.rrelu_uniform`).
+    """
+    key = _rrelu_key(seed, step, layer)
+    n_rows, n_units = out.shape
+    for i in range(n_rows):
+        for j in range(n_units):
+            out[i, j] = _uniform(key, i * n_units + j)
+
+
+# ------------------------------------------------------------------------ activations
+@njit(**_F)
+def _hidden_forward(code, p0, p1, Z, A, b, slopes, R, k, training, key):
+    """Bias and activation of a hidden layer, one pass.
+
+    ``Z`` (rows, n_pre) holds ``A_prev @ W`` on entry and ``z = A_prev @ W + b`` on return
+    (kept for the derivative); ``A`` (rows, fan_out) receives ``f(z)``. For codes 0..3 ``A``
+    is ``Z`` (same memory). ``slopes``: PReLU slopes; ``R``: RReLU slopes, written in
+    training; ``k``: maxout pieces; ``key``: the layer's RReLU key.
+    """
+    rows, n = Z.shape
+    t = Z.dtype.type
+    zero = t(0.0)
+    one = t(1.0)
+    if code == IDENTITY:
+        for i in range(rows):
+            for j in range(n):
+                A[i, j] = Z[i, j] + b[j]
+    elif code == LOGISTIC:
+        for i in range(rows):
+            for j in range(n):
+                z = Z[i, j] + b[j]
+                A[i, j] = one / (one + np.exp(-z))
+    elif code == TANH:
+        for i in range(rows):
+            for j in range(n):
+                A[i, j] = np.tanh(Z[i, j] + b[j])
+    elif code == RELU:
+        for i in range(rows):
+            for j in range(n):
+                z = Z[i, j] + b[j]
+                A[i, j] = zero if z <= zero else z  # nan stays nan, as np.maximum
+    elif code == LEAKY_RELU:
+        s = t(p0)
+        for i in range(rows):
+            for j in range(n):
+                z = Z[i, j] + b[j]
+                Z[i, j] = z
+                A[i, j] = z if z > zero else z * s
+    elif code == PRELU:
+        for i in range(rows):
+            for j in range(n):
+                z = Z[i, j] + b[j]
+                Z[i, j] = z
+                A[i, j] = z if z > zero else z * slopes[j]
+    elif code == RRELU:
+        if training:
+            lower = p0
+            width = p1 - p0
+            for i in range(rows):
+                for j in range(n):
+                    r = t(lower + width * _uniform(key, i * n + j))
+                    R[i, j] = r
+                    z = Z[i, j] + b[j]
+                    Z[i, j] = z
+                    A[i, j] = z if z >= zero else z * r
+        else:
+            r = t((p0 + p1) / 2.0)
+            for i in range(rows):
+                for j in range(n):
+                    z = Z[i, j] + b[j]
+                    Z[i, j] = z
+                    A[i, j] = z if z >= zero else z * r
+    elif code == ELU:
+        al = t(p0)
+        for i in range(rows):
+            for j in range(n):
+                z = Z[i, j] + b[j]
+                Z[i, j] = z
+                A[i, j] = z if z > zero else al * np.expm1(z)
+    elif code == SELU:
+        for i in range(rows):
+            for j in range(n):
+                z = Z[i, j] + b[j]
+                Z[i, j] = z
+                A[i, j] = SELU_LAMBDA * (z if z > zero else SELU_ALPHA * np.expm1(z))
+    elif code == SOFTPLUS:
+        for i in range(rows):
+            for j in range(n):
+                z = Z[i, j] + b[j]
+                Z[i, j] = z
+                # max(z, 0) + log1p(e^-|z|): no overflow for any z
+                A[i, j] = max(z, zero) + np.log1p(np.exp(-abs(z)))
+    elif code == SWISH:
+        beta = t(p0)
+        for i in range(rows):
+            for j in range(n):
+                z = Z[i, j] + b[j]
+                Z[i, j] = z
+                A[i, j] = z * (one / (one + np.exp(-(beta * z))))
+    elif code == GELU:
+        for i in range(rows):
+            for j in range(n):
+                z = Z[i, j] + b[j]
+                Z[i, j] = z
+                A[i, j] = 0.5 * z * (1.0 + math.erf(z * _INV_SQRT_2))
+    elif code == GELU_TANH:
+        for i in range(rows):
+            for j in range(n):
+                z = Z[i, j] + b[j]
+                Z[i, j] = z
+                zc = min(max(z, -20.0), 20.0)  # tanh saturates well inside this range
+                th = np.tanh(_SQRT_2_OVER_PI * (zc + _GELU_C * zc * zc * zc))
+                A[i, j] = 0.5 * z * (1.0 + th)
+    elif code == HARD_SIGMOID:
+        for i in range(rows):
+            for j in range(n):
+                z = Z[i, j] + b[j]
+                Z[i, j] = z
+                A[i, j] = min(max(0.25 * z + 0.5, 0.0), 1.0)
+    elif code == HARD_TANH:
+        for i in range(rows):
+            for j in range(n):
+                z = Z[i, j] + b[j]
+                Z[i, j] = z
+                A[i, j] = min(max(z, -1.0), 1.0)
+    elif code == MAXOUT:
+        units = A.shape[1]
+        for i in range(rows):
+            for j in range(n):
+                Z[i, j] += b[j]
+            for u in range(units):
+                m = Z[i, u * k]
+                for p in range(1, k):
+                    v = Z[i, u * k + p]
+                    if v > m:
+                        m = v
+                A[i, u] = m
+
+
+@njit(**_F)
+def _hidden_backward(code, p0, T, Z, A, D, gb, slopes, gs, R, k):
+    """Delta of a hidden layer, its bias gradient and PReLU slope gradient, one pass.
+
+    ``T`` (rows, fan_out): dL/dA (``delta_next @ W_next.T``). ``Z`` / ``A``: the layer's
+    pre-activation and activation from the forward pass. ``D`` (rows, n_pre) receives
+    ``dL/dz = T * f'(z)``; it is ``Z``'s memory (each element is read before it is written).
+    ``gb`` (n_pre,) += column sums of ``D``; ``gs`` (fan_out,) += PReLU slope gradients
+    ``sum_i T_ij min(z_ij, 0)``. Unscaled (the caller divides by the sum of weights).
+    """
+    rows, fo = T.shape
+    t = Z.dtype.type
+    zero = t(0.0)
+    one = t(1.0)
+    if code == IDENTITY:
+        for i in range(rows):
+            for j in range(fo):
+                d = T[i, j]
+                D[i, j] = d
+                gb[j] += d
+    elif code == LOGISTIC:
+        for i in range(rows):
+            for j in range(fo):
+                a = A[i, j]
+                d = (T[i, j] * a) * (one - a)  # scikit-learn's order
+                D[i, j] = d
+                gb[j] += d
+    elif code == TANH:
+        for i in range(rows):
+            for j in range(fo):
+                a = A[i, j]
+                d = T[i, j] * (one - a * a)
+                D[i, j] = d
+                gb[j] += d
+    elif code == RELU:
+        for i in range(rows):
+            for j in range(fo):
+                d = zero if A[i, j] == zero else T[i, j]
+                D[i, j] = d
+                gb[j] += d
+    elif code == LEAKY_RELU:
+        s = t(p0)
+        for i in range(rows):
+            for j in range(fo):
+                d = T[i, j] if Z[i, j] > zero else T[i, j] * s
+                D[i, j] = d
+                gb[j] += d
+    elif code == PRELU:
+        for i in range(rows):
+            for j in range(fo):
+                z = Z[i, j]
+                tij = T[i, j]
+                gs[j] += tij * min(z, zero)
+                d = tij if z > zero else tij * slopes[j]
+                D[i, j] = d
+                gb[j] += d
+    elif code == RRELU:
+        for i in range(rows):
+            for j in range(fo):
+                d = T[i, j] if Z[i, j] >= zero else T[i, j] * R[i, j]
+                D[i, j] = d
+                gb[j] += d
+    elif code == ELU:
+        al = t(p0)
+        for i in range(rows):
+            for j in range(fo):
+                z = Z[i, j]
+                d = T[i, j] if z > zero else T[i, j] * (al * np.exp(z))
+                D[i, j] = d
+                gb[j] += d
+    elif code == SELU:
+        for i in range(rows):
+            for j in range(fo):
+                z = Z[i, j]
+                if z > zero:
+                    d = T[i, j] * SELU_LAMBDA
+                else:
+                    d = T[i, j] * (SELU_LAMBDA * SELU_ALPHA * np.exp(z))
+                D[i, j] = d
+                gb[j] += d
+    elif code == SOFTPLUS:
+        for i in range(rows):
+            for j in range(fo):
+                d = T[i, j] * (1.0 / (1.0 + np.exp(-Z[i, j])))
+                D[i, j] = d
+                gb[j] += d
+    elif code == SWISH:
+        beta = t(p0)
+        for i in range(rows):
+            for j in range(fo):
+                z = Z[i, j]
+                s = one / (one + np.exp(-(beta * z)))
+                d = T[i, j] * (s * (1.0 + beta * z * (1.0 - s)))
+                D[i, j] = d
+                gb[j] += d
+    elif code == GELU:
+        for i in range(rows):
+            for j in range(fo):
+                z = Z[i, j]
+                zc = min(max(z, -40.0), 40.0)  # phi(z) underflows long before; no overflow
+                dz = 0.5 * (1.0 + math.erf(z * _INV_SQRT_2)) + zc * _INV_SQRT_2PI * np.exp(
+                    -0.5 * zc * zc
+                )
+                d = T[i, j] * dz
+                D[i, j] = d
+                gb[j] += d
+    elif code == GELU_TANH:
+        for i in range(rows):
+            for j in range(fo):
+                zc = min(max(Z[i, j], -20.0), 20.0)
+                th = np.tanh(_SQRT_2_OVER_PI * (zc + _GELU_C * zc * zc * zc))
+                du = _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_C * zc * zc)
+                d = T[i, j] * (0.5 * (1.0 + th) + 0.5 * zc * (1.0 - th * th) * du)
+                D[i, j] = d
+                gb[j] += d
+    elif code == HARD_SIGMOID:
+        for i in range(rows):
+            for j in range(fo):
+                z = Z[i, j]
+                d = T[i, j] * (0.25 if (z > -2.0 and z < 2.0) else 0.0)
+                D[i, j] = d
+                gb[j] += d
+    elif code == HARD_TANH:
+        for i in range(rows):
+            for j in range(fo):
+                z = Z[i, j]
+                d = T[i, j] * (1.0 if (z > -1.0 and z < 1.0) else 0.0)
+                D[i, j] = d
+                gb[j] += d
+    elif code == MAXOUT:
+        # route each unit's delta to its first maximal piece (np.argmax's choice)
+        for i in range(rows):
+            for u in range(fo):
+                base = u * k
+                best = 0
+                m = Z[i, base]
+                for p in range(1, k):
+                    if Z[i, base + p] > m:
+                        m = Z[i, base + p]
+                        best = p
+                for p in range(k):
+                    d = T[i, u] if p == best else zero
+                    D[i, base + p] = d
+                    gb[base + p] += d
+
+
+# ------------------------------------------------------------------------------ output
+@njit(**_F)
+def _xlogy(x, y):
+    """``x log y`` with ``0 log y = 0`` (scipy's xlogy), in float64."""
+    if x == 0:
+        return 0.0
+    return np.float64(x) * math.log(np.float64(y))
+
+
+@njit(**_F)
+def _output_loss(loss_code, Z, b, Y, order, start, use_order, sw, has_sw, gb, eps, top):
+    """Output activation, loss and output delta, one pass per row.
+
+    ``Z`` (rows, n_out) holds ``A_prev @ W`` on entry and the delta ``(p - y) * w`` on return.
+    Row ``i`` of the batch is row ``order[start + i]`` of ``Y`` and ``sw`` (``start + i`` if
+    not ``use_order``). ``gb`` (n_out,) += column sums of the delta. Returns
+    ``sum_i w_i l_i`` (float64), to be divided by the sum of weights (and by ``n_out`` for the
+    squared error).
+    """
+    rows, n = Z.shape
+    t = Z.dtype.type
+    one = t(1.0)
+    hi = one - eps
+    total = 0.0
+    for i in range(rows):
+        r = order[start + i] if use_order else start + i
+        w = sw[r] if has_sw else one
+        li = 0.0
+        if loss_code == SQUARED_ERROR:
+            for j in range(n):
+                e = (Z[i, j] + b[j]) - Y[r, j]
+                li += np.float64(e) * np.float64(e)
+                d = e * w if has_sw else e
+                Z[i, j] = d
+                gb[j] += d
+        elif loss_code == POISSON:
+            for j in range(n):
+                p = np.exp(min(Z[i, j] + b[j], top))
+                p = t(p)
+                y = Y[r, j]
+                li += _xlogy(y, y / p) - y + p
+                d = (p - y) * w if has_sw else p - y
+                Z[i, j] = d
+                gb[j] += d
+        elif loss_code == BINARY_LOG_LOSS:
+            for j in range(n):
+                p = t(one / (one + np.exp(-(Z[i, j] + b[j]))))
+                y = Y[r, j]
+                pc = min(max(p, eps), hi)
+                li -= _xlogy(y, pc) + _xlogy(one - y, one - pc)
+                d = (p - y) * w if has_sw else p - y
+                Z[i, j] = d
+                gb[j] += d
+        else:  # LOG_LOSS, softmax (scikit-learn's order: subtract the max, exp, divide)
+            m = Z[i, 0] + b[0]
+            for j in range(1, n):
+                m = max(m, Z[i, j] + b[j])
+            s = t(0.0)
+            for j in range(n):
+                e = t(np.exp((Z[i, j] + b[j]) - m))
+                Z[i, j] = e
+                s += e
+            for j in range(n):
+                p = Z[i, j] / s
+                y = Y[r, j]
+                li -= _xlogy(y, min(max(p, eps), hi))
+                d = (p - y) * w if has_sw else p - y
+                Z[i, j] = d
+                gb[j] += d
+        total += np.float64(w) * li
+    return total
+
+
+@njit(**_F)
+def _output_forward(code, Z, b, apply_output, top):
+    """Prediction: ``Z`` (rows, n_out) += b, then the output activation unless not
+    ``apply_output`` (logits)."""
+    rows, n = Z.shape
+    t = Z.dtype.type
+    one = t(1.0)
+    for i in range(rows):
+        for j in range(n):
+            Z[i, j] += b[j]
+    if not apply_output or code == IDENTITY:
+        return
+    if code == LOGISTIC:
+        for i in range(rows):
+            for j in range(n):
+                Z[i, j] = one / (one + np.exp(-Z[i, j]))
+    elif code == EXP:
+        for i in range(rows):
+            for j in range(n):
+                Z[i, j] = np.exp(min(Z[i, j], top))
+    elif code == SOFTMAX:
+        for i in range(rows):
+            m = Z[i, 0]
+            for j in range(1, n):
+                m = max(m, Z[i, j])
+            s = t(0.0)
+            for j in range(n):
+                e = t(np.exp(Z[i, j] - m))
+                Z[i, j] = e
+                s += e
+            for j in range(n):
+                Z[i, j] = Z[i, j] / s
+
+
+# ------------------------------------------------------------------- one batch, both ways
+@njit(**_F)
+def _forward_backward(theta, grad, layout, act_params, rows, Y, order, start, use_order, sw,
+                      has_sw, loss_code, seed, step, work, offs, eps, top):
+    """Forward, loss and backward for the ``rows`` rows already gathered in ``XB``.
+
+    Writes the *unscaled* gradient into ``grad``: ``A^T delta`` for the weights (no L2 term),
+    column sums of delta for the intercepts, PReLU slope sums; the caller adds the L2 term
+    and divides by the sum of weights. Returns ``sum_i w_i l_i`` (see :func:`_output_loss`).
+    """
+    L = layout.shape[0]
+    last = L - 1
+    xb = _view(work, offs[L, 0], rows, layout[0, FAN_IN])
+    data = 0.0
+    # ---- forward
+    for l in range(L):
+        fi, fo, npre = layout[l, FAN_IN], layout[l, FAN_OUT], layout[l, N_PRE]
+        c, io = layout[l, COEF_OFF], layout[l, INTER_OFF]
+        W = theta[c : c + fi * npre].reshape((fi, npre))
+        b = theta[io : io + npre]
+        Z = _view(work, offs[l, P_Z], rows, npre)
+        if l == 0:
+            _mm_nn(xb, W, Z)
+        else:
+            _mm_nn(_view(work, offs[l - 1, P_A], rows, fi), W, Z)
+        code = layout[l, ACT]
+        if l < last:
+            so = layout[l, SLOPE_OFF]
+            slopes = theta[so : so + fo] if so >= 0 else theta[:0]
+            ro = offs[l, P_R]
+            R = _view(work, ro, rows, fo) if ro >= 0 else _no_rows(work, fo)
+            key = _rrelu_key(seed, step, l) if code == RRELU else np.uint64(0)
+            A = _view(work, offs[l, P_A], rows, fo)
+            _hidden_forward(code, act_params[l, 0], act_params[l, 1], Z, A, b, slopes, R,
+                            layout[l, K], _unlit(True), key)
+        else:
+            gb = grad[io : io + npre]
+            gb[:] = 0.0
+            data = _output_loss(loss_code, Z, b, Y, order, start, use_order, sw, has_sw, gb,
+                                eps, top)
+    # ---- backward: the delta of layer l lives in Z_l's memory
+    for l in range(last, -1, -1):
+        fi, npre = layout[l, FAN_IN], layout[l, N_PRE]
+        c = layout[l, COEF_OFF]
+        D = _view(work, offs[l, P_Z], rows, npre)
+        gW = grad[c : c + fi * npre].reshape((fi, npre))
+        if l == 0:
+            _mm_tn(xb, D, gW)
+            break
+        _mm_tn(_view(work, offs[l - 1, P_A], rows, fi), D, gW)
+        # previous layer: T = D W^T, then its delta
+        pf, pn = layout[l - 1, FAN_OUT], layout[l - 1, N_PRE]
+        T = _view(work, offs[L, 1], rows, pf)
+        _mm_nt(D, theta[c : c + fi * npre].reshape((fi, npre)), T)
+        pio, pso = layout[l - 1, INTER_OFF], layout[l - 1, SLOPE_OFF]
+        gb = grad[pio : pio + pn]
+        gb[:] = 0.0
+        if pso >= 0:
+            slopes = theta[pso : pso + pf]
+            gs = grad[pso : pso + pf]
+            gs[:] = 0.0
+        else:
+            slopes = theta[:0]
+            gs = grad[:0]
+        ro = offs[l - 1, P_R]
+        R = _view(work, ro, rows, pf) if ro >= 0 else _no_rows(work, pf)
+        Zp = _view(work, offs[l - 1, P_Z], rows, pn)
+        Ap = _view(work, offs[l - 1, P_A], rows, pf)
+        _hidden_backward(layout[l - 1, ACT], act_params[l - 1, 0], T, Zp, Ap, Zp, gb, slopes,
+                         gs, R, layout[l - 1, K])
+    return data
+
+
+@njit(**_F)
+def _data_loss(total, loss_code, S, n_out):
+    """The sample-weighted average loss from ``sum_i w_i l_i``."""
+    if loss_code == SQUARED_ERROR:
+        return 0.5 * total / S / n_out
+    return total / S
+
+
+@njit(**_F)
+def _gather(X, order, start, rows, use_order, xb):
+    n_in = X.shape[1]
+    for i in range(rows):
+        r = order[start + i] if use_order else start + i
+        for j in range(n_in):
+            xb[i, j] = X[r, j]
+
+
+@njit(**_F)
+def _weight_sum(sw, has_sw, order, start, rows, use_order):
+    if not has_sw:
+        return np.float64(rows)
+    S = 0.0
+    for i in range(rows):
+        S += sw[order[start + i] if use_order else start + i]
+    return S
+
+
+# --------------------------------------------------------------------------- optimizer
+@njit(**_F_OPT)
+def _sgd_range(theta, grad, vel, lo, hi, alpha, inv_s, lr, mom, nesterov):
+    """SGD on ``theta[lo:hi]`` with the gradient ``(grad + alpha theta) * inv_s`` formed on
+    the fly; returns ``sum theta^2`` before the step (the L2 term of this batch's loss)."""
+    t = theta.dtype.type
+    a, s, eta, mu = t(alpha), t(inv_s), t(lr), t(mom)
+    ss = 0.0
+    if nesterov:
+        for i in range(lo, hi):
+            w = theta[i]
+            ss += np.float64(w) * np.float64(w)
+            g = (grad[i] + a * w) * s
+            v = mu * vel[i] - eta * g
+            vel[i] = v
+            theta[i] = w + (mu * v - eta * g)
+    else:
+        for i in range(lo, hi):
+            w = theta[i]
+            ss += np.float64(w) * np.float64(w)
+            g = (grad[i] + a * w) * s
+            v = mu * vel[i] - eta * g
+            vel[i] = v
+            theta[i] = w + v
+    return ss
+
+
+@njit(**_F_OPT)
+def _adam_range(theta, grad, m, v, lo, hi, alpha, inv_s, lr_t, b1, b2, eps):
+    """Adam on ``theta[lo:hi]`` (scikit-learn's order of operations), gradient formed on the
+    fly as in :func:`_sgd_range`; returns ``sum theta^2`` before the step."""
+    t = theta.dtype.type
+    a, s = t(alpha), t(inv_s)
+    c1, d1 = t(b1), t(1.0 - b1)
+    c2, d2 = t(b2), t(1.0 - b2)
+    neg_lr, ep = t(-lr_t), t(eps)
+    ss = 0.0
+    for i in range(lo, hi):
+        w = theta[i]
+        ss += np.float64(w) * np.float64(w)
+        g = (grad[i] + a * w) * s
+        mi = m[i] * c1 + g * d1
+        vi = v[i] * c2 + (g * g) * d2
+        m[i] = mi
+        v[i] = vi
+        theta[i] = w + (mi * neg_lr) / (np.sqrt(vi) + ep)
+    return ss
+
+
+@njit(**_F)
+def _optimizer_step(theta, grad, opt_state, n_coef, inv_s, hyper, counters):
+    """The L2 term, the 1/sum(w) scaling and the SGD or Adam step: one pass over ``theta``.
+
+    Returns ``sum ||W_l||^2`` of the weights before the step."""
+    n = theta.shape[0]
+    alpha = hyper[ALPHA]
+    if counters[SOLVER] == SGD:
+        ss = _sgd_range(theta, grad, opt_state[0], _unlit(0), n_coef, alpha, inv_s, hyper[LR],
+                        hyper[MOMENTUM], counters[NESTEROV] != 0)
+        _sgd_range(theta, grad, opt_state[0], n_coef, n, 0.0, inv_s, hyper[LR],
+                   hyper[MOMENTUM], counters[NESTEROV] != 0)
+    else:
+        counters[ADAM_T] += 1
+        step = counters[ADAM_T]
+        b1, b2 = hyper[BETA_1], hyper[BETA_2]
+        lr_t = hyper[LR] * math.sqrt(1.0 - b2**step) / (1.0 - b1**step)
+        ss = _adam_range(theta, grad, opt_state[0], opt_state[1], _unlit(0), n_coef, alpha, inv_s,
+                         lr_t, b1, b2, hyper[EPSILON])
+        _adam_range(theta, grad, opt_state[0], opt_state[1], n_coef, n, 0.0, inv_s, lr_t, b1,
+                    b2, hyper[EPSILON])
+    return ss
+
+
+@njit(**_F_OPT)
+def _sum_squares(x, lo, hi):
+    ss = 0.0
+    for i in range(lo, hi):
+        ss += np.float64(x[i]) * np.float64(x[i])
+    return ss
+
+
+# ------------------------------------------------------------------------ entry points
+def _train_sig(dt):
+    return float64(dt[::1], dt[::1], dt[:, ::1], _I2RO, _F2RO, _ro(dt, 2), _ro(dt, 2),
+                   _ro(dt, 1), boolean, _I1, int64, _F1RO, _I1, dt[::1])
+
+
+@njit(_sigs(_train_sig), **_F)
+def train_epoch_kernel(theta, grad, opt_state, layout, act_params, X, Y, sw, has_sw, order,
+                       batch_size, hyper, counters, work):
+    """One epoch of mini-batch training (``train_epoch`` of the contract).
+
+    Parameters
+    ----------
+    theta : D array of shape (n_params,), read and written
+    grad : D array of shape (n_params,), scratch
+        On return it holds the last batch's *unscaled* data gradient (no L2 term, not divided
+        by the sum of weights): the scaling is fused into the optimizer pass.
+    opt_state : D array of shape (2, n_params), read and written
+    layout : int64 array of shape (L, 8); act_params : float64 array of shape (L, 2)
+    X : D array of shape (n_samples, n_in); Y : D array of shape (n_samples, n_out)
+    sw : D array of shape (n_samples,), read only if ``has_sw``
+    has_sw : bool
+    order : int64 array of shape (n_batch_rows,)
+        Rows of this epoch, in order; batches are consecutive slices of ``batch_size``.
+    batch_size : int
+    hyper : float64 array of shape (6,); counters : int64 array of shape (6,), ADAM_T and
+        STEP updated
+    work : D array of at least ``plan(layout, batch_size)`` elements, scratch
+
+    Returns
+    -------
+    float
+        Sum over batches of the batch loss (L2 term included) times the batch's rows.
+
+    D is float32 or float64 (the same for every D array).
+    """
+    L = layout.shape[0]
+    offs = np.empty((L + 1, 3), np.int64)  # once per call, not per batch
+    plan(layout, batch_size, offs)
+    eps, top = _dtype_consts(theta)
+    n = order.shape[0]
+    n_out = layout[L - 1, FAN_OUT]
+    n_coef = layout[0, INTER_OFF]  # the weight matrices come first in theta
+    loss_code = counters[LOSS]
+    seed = counters[SEED]
+    alpha = hyper[ALPHA]
+    use_order = _unlit(True)
+    loss_sum = 0.0
+    for start in range(0, n, batch_size):
+        rows = min(batch_size, n - start)
+        _gather(X, order, start, rows, use_order, _view(work, offs[L, 0], rows, X.shape[1]))
+        total = _forward_backward(theta, grad, layout, act_params, rows, Y, order, start,
+                                  use_order,
+                                  sw, has_sw, loss_code, seed, counters[STEP], work, offs,
+                                  eps, top)
+        S = _weight_sum(sw, has_sw, order, start, rows, use_order)
+        ss = _optimizer_step(theta, grad, opt_state, n_coef, 1.0 / S, hyper, counters)
+        batch_loss = _data_loss(total, loss_code, S, n_out) + 0.5 * alpha * ss / S
+        loss_sum += batch_loss * rows
+        counters[STEP] += 1
+    return loss_sum
+
+
+def _loss_grad_sig(dt):
+    return float64(dt[::1], dt[::1], _I2RO, _F2RO, _ro(dt, 2), _ro(dt, 2), _ro(dt, 1),
+                   boolean, float64, _I1, dt[::1])
+
+
+@njit(_sigs(_loss_grad_sig), **_F)
+def loss_grad_kernel(theta, grad, layout, act_params, X, Y, sw, has_sw, alpha, counters,
+                     work):
+    """Full-batch loss (L2 term included) at ``theta``; the gradient into ``grad``.
+
+    Parameters
+    ----------
+    theta : D array of shape (n_params,), read
+    grad : D array of shape (n_params,), written: the gradient of the returned loss
+    layout, act_params, X, Y, sw, has_sw : as in :func:`train_epoch_kernel`
+    alpha : float
+    counters : int64 array of shape (6,), read (LOSS, SEED, and STEP for RReLU)
+    work : D array of at least ``plan(layout, n_samples)`` elements, scratch
+
+    Returns
+    -------
+    float
+    """
+    L = layout.shape[0]
+    n = X.shape[0]
+    offs = np.empty((L + 1, 3), np.int64)
+    plan(layout, n, offs)
+    eps, top = _dtype_consts(theta)
+    # the rows are copied into XB, so the batch code is compiled once per dtype
+    no_order, start, use_order = counters[:0], _unlit(0), _unlit(False)
+    _gather(X, no_order, start, n, use_order, _view(work, offs[L, 0], n, X.shape[1]))
+    loss_code = counters[LOSS]
+    total = _forward_backward(theta, grad, layout, act_params, n, Y, no_order, start,
+                              use_order,
+                              sw, has_sw, loss_code, counters[SEED], counters[STEP], work,
+                              offs, eps, top)
+    S = _weight_sum(sw, has_sw, no_order, start, n, use_order)
+    n_coef = layout[0, INTER_OFF]
+    t = theta.dtype.type
+    a, s = t(alpha), t(S)
+    for i in range(n_coef):
+        grad[i] = (grad[i] + a * theta[i]) / s
+    for i in range(n_coef, theta.shape[0]):
+        grad[i] = grad[i] / s
+    ss = _sum_squares(theta, start, n_coef)
+    return _data_loss(total, loss_code, S, layout[L - 1, FAN_OUT]) + 0.5 * alpha * ss / S
+
+
+def _forward_sig(dt):
+    # theta is declared writable (it always is) so that the activation helpers get the same
+    # argument types as in training and are compiled once per dtype
+    return void(dt[::1], _I2RO, _F2RO, _ro(dt, 2), dt[:, ::1], boolean, int64, dt[::1])
+
+
+@njit(_sigs(_forward_sig), **_F)
+def forward_kernel(theta, layout, act_params, X, out, apply_output, chunk_rows, work):
+    """Prediction, ``chunk_rows`` rows at a time.
+
+    Parameters
+    ----------
+    theta : D array of shape (n_params,), read (declared writable, never written)
+    layout, act_params : as in :func:`train_epoch_kernel`
+    X : D array of shape (n_samples, n_in), read
+    out : D array of shape (n_samples, n_out), written: the output activations, or the
+        logits if not ``apply_output``
+    apply_output : bool
+    chunk_rows : int
+    work : D array of at least ``plan(layout, chunk_rows)`` elements, scratch
+
+    RReLU uses its mean slope; PReLU its learned slopes.
+    """
+    L = layout.shape[0]
+    last = L - 1
+    n = X.shape[0]
+    offs = np.empty((L + 1, 3), np.int64)
+    plan(layout, chunk_rows, offs)
+    eps, top = _dtype_consts(work)
+    for start in range(0, n, chunk_rows):
+        stop = min(start + chunk_rows, n)
+        rows = stop - start
+        for l in range(L):
+            fi, fo, npre = layout[l, FAN_IN], layout[l, FAN_OUT], layout[l, N_PRE]
+            c, io = layout[l, COEF_OFF], layout[l, INTER_OFF]
+            W = theta[c : c + fi * npre].reshape((fi, npre))
+            b = theta[io : io + npre]
+            # the output layer is computed straight into out
+            Z = _view(work, offs[l, P_Z], rows, npre) if l < last else out[start:stop]
+            if l == 0:
+                _mm_nn(X[start:stop], W, Z)
+            else:
+                _mm_nn(_view(work, offs[l - 1, P_A], rows, fi), W, Z)
+            if l < last:
+                so = layout[l, SLOPE_OFF]
+                slopes = theta[so : so + fo] if so >= 0 else theta[:0]
+                A = _view(work, offs[l, P_A], rows, fo)
+                _hidden_forward(layout[l, ACT], act_params[l, 0], act_params[l, 1], Z, A, b,
+                                slopes, _no_rows(work, fo), layout[l, K],
+                                _unlit(False), np.uint64(0))
+            else:
+                _output_forward(layout[l, ACT], Z, b, apply_output, top)
