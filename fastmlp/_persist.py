@@ -520,7 +520,7 @@ def _read_arrays(raw):
             _check_header(zf, info, name)
         out = {}
         for name in names:
-            out[name] = npz[name]
+            out[name] = _native(npz[name])
     return out
 
 
@@ -795,6 +795,8 @@ def _restore_fitted(est, fitted, arrays):
             stacklevel=4,
         )
         est.backend_ = new
+    # the prediction cache that fitting leaves (buffer size for one-row predictions)
+    est._work_per_row = int(get_backend(est.backend_).workspace_size(net.layout, 1))
 
 
 def _plain_description(net):
