@@ -62,7 +62,8 @@ def check_gradients(estimator, X, y, eps=1e-6, sample_weight=None, max_params=No
         \max_j \frac{|g^{bp}_j - g^{num}_j|}{\max(|g^{bp}_j| + |g^{num}_j|,\ \mathrm{tiny})}.
 
     Everything is computed in float64 (the weights of a float32 model are converted), on the
-    backend the estimator uses, so the check tests that backend's backpropagation.
+    estimator's backend (``backend_`` once fitted, else the one ``backend`` resolves to), so
+    the check tests that backend's backpropagation.
 
     Parameters
     ----------
@@ -129,6 +130,8 @@ def check_gradients(estimator, X, y, eps=1e-6, sample_weight=None, max_params=No
         # Work on a copy: _prepare_fit re-validates the data against the fitted model (same
         # features, known classes) and keeps its weights, but it also resets state.
         est = copy.deepcopy(estimator)
+        if getattr(est, "backend_", None):
+            est.backend = est.backend_  # the backend that fitted it, even if 'auto' now differs
         backend, X, Y, sample_weight = est._prepare_fit(X, y, sample_weight, incremental=True)
     else:
         est = clone(estimator)

@@ -252,3 +252,21 @@ def test_public_entry_point_forwards_keywords():
     err, d = fastmlp.check_gradients(est, X, Y_BINARY, eps=1e-5, max_params=5,
                                      return_details=True)
     assert len(d["indices"]) == 5 and err < TOL
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fitted_estimator_is_checked_on_the_backend_that_fitted_it(backend, monkeypatch):
+    est = _fitted("tanh", backend)
+    est.set_params(backend="auto")  # 'auto' might resolve elsewhere (sparse X -> numpy)
+    used = []
+    for name in BACKENDS:
+        module = get_backend(name)
+        original = module.loss_grad
+
+        def spy(*args, _name=name, _original=original):
+            used.append(_name)
+            return _original(*args)
+
+        monkeypatch.setattr(module, "loss_grad", spy)
+    assert check_gradients(est, sp.csr_matrix(X), Y_MULTICLASS, max_params=3) < TOL
+    assert set(used) == {backend}
