@@ -1,4 +1,4 @@
-"""Initialisation schemes: variances as documented (seed 002), scikit-learn parity, zeros, callables."""
+"""Initialisation schemes: documented variances (seed 002), sklearn parity, zeros, callables."""
 
 import warnings
 
