@@ -67,7 +67,7 @@ def problems(draw, max_hidden=3):
     n_outputs = {"squared_error": draw(st.integers(1, 3)), "poisson": draw(st.integers(1, 2)),
                  "binary": 1, "multilabel": draw(st.integers(2, 3)),
                  "multiclass": draw(st.integers(3, 4))}[task]
-    n_samples = draw(st.integers(max(n_outputs, 1), 9))
+    n_samples = draw(st.integers(max(n_outputs, 2), 9))  # every class present
     seed = draw(st.integers(0, 2**31 - 1))
     weighted = draw(st.booleans())
     alpha = draw(st.sampled_from([0.0, 1e-4, 0.5]))
