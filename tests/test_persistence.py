@@ -191,6 +191,20 @@ def test_warm_start_after_round_trip(backend, solver, how, tmp_path):
     assert not np.array_equal(fresh._theta, loaded._theta)
 
 
+def test_joblib_memory_mapped_model_keeps_training(backend, tmp_path):
+    # joblib.load(..., mmap_mode="r") (and joblib's parallel workers) hand back read-only
+    # arrays; the model must still predict and, as a model that "keeps training", partial_fit
+    est, y = _fit("regression", "adam", backend)
+    path = tmp_path / "model.joblib"
+    joblib.dump(est, path)
+    loaded = joblib.load(path, mmap_mode="r")
+    _assert_predicts_identically(est, loaded, y)
+    est.partial_fit(X, y)
+    loaded.partial_fit(X, y)
+    _assert_predicts_identically(est, loaded, y)
+    assert_array_equal(est._theta, loaded._theta)
+
+
 @pytest.mark.parametrize("how", ["pickle", "joblib", "fastmlp"])
 def test_clone_after_round_trip(backend, how, tmp_path):
     est, y = _fit("binary-str", "adam", backend)
