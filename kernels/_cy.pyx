@@ -1,0 +1,1427 @@
+"""fastmlp's Cython kernels: whole training epochs, full-batch gradients and predictions.
+
+This module implements ``docs/kernel_contract.md`` (the arrays ``theta``, ``layout``,
+``act_params``, ``hyper``, ``counters`` and the activation/loss codes are described there).
+The layout follows scikit-learn's ``utils/_cython_blas.pyx``:
+
+- the C-level API (``_cy.pxd``) is ``noexcept nogil`` and written once for float32 and
+  float64 with the ``floating`` fused type; BLAS comes from ``scipy.linalg.cython_blas``
+  (row-major GEMM by swapping the operands, ``_cy_blas.pxd``);
+- every buffer is carved out of the caller's ``work`` vector (sized by
+  :func:`workspace_size`), so nothing is allocated per mini-batch;
+- the ``def`` entry points validate their arguments once, then run the whole call (an epoch,
+  a full batch, or every chunk of a prediction) inside one ``with nogil:`` block.
+
+Per mini-batch the work is: gather the batch's rows of ``X``; per layer one GEMM then one
+fused pass (bias + activation, storing ``f'(z)`` for the backward pass where it is cheaper
+than recomputing it); one pass computing the loss, the output delta ``(p - y) * w`` and the
+output bias gradient; per layer a GEMM for the weight gradient and (except for the input
+layer) a GEMM for the delta followed by one fused pass (activation derivative, bias sums,
+PReLU slope sums, maxout routing); and finally ONE loop over the flat vectors applying the
+L2 term, the ``1 / sum(w)`` scaling and the SGD or Adam update, which also accumulates
+``||W||^2`` for the loss.
+
+Floating-point operations follow the NumPy reference backend's order where that is cheap,
+so float64 results agree with it to rounding; transcendental activations are evaluated in
+double precision for both dtypes, as the reference does.
+"""
+
+cimport numpy as cnp
+import numpy as np
+
+from cython cimport floating
+from libc.float cimport DBL_EPSILON, DBL_MAX, FLT_EPSILON, FLT_MAX
+from libc.math cimport erf, exp, expf, expm1, fabs, log, log1p, pow, sqrt, sqrtf
+from libc.math cimport tanh, tanhf
+from libc.stdint cimport int64_t, uint64_t
+from libc.string cimport memcpy, memset
+
+from ._cy_blas cimport gemm
+
+cnp.import_array()
+
+cdef extern from *:
+    """
+    /* AVX2 support of the CPU and the OS (GCC and Clang check XGETBV for the OS part) */
+    static int fastmlp_cpu_supports_avx2(void) {
+    #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") != 0;
+    #else
+        return 0;
+    #endif
+    }
+    """
+    int fastmlp_cpu_supports_avx2() noexcept nogil
+
+__all__ = ["workspace_size", "train_epoch", "loss_grad", "forward", "rrelu_uniform",
+           "activation_forward", "row_major_gemm", "optimizer_step", "cpu_supports_avx2"]
+
+cdef double SQRT_2 = sqrt(2.0)
+cdef double SQRT_2_OVER_PI = sqrt(2.0 / 3.141592653589793)
+cdef double INV_SQRT_2PI = 1.0 / sqrt(2.0 * 3.141592653589793)
+cdef double GELU_C = 0.044715
+cdef double SELU_LAMBDA = 1.0507009873554805
+cdef double SELU_ALPHA = 1.6732632423543772
+
+# Elements per block of the fused optimizer loop: ||W||^2 is summed over a block while
+# it is in L1, then the block is updated (one pass over memory, and the update loop stays
+# free of a floating-point reduction, so the compiler vectorises it).
+cdef enum:
+    OPT_BLOCK = 1024
+
+
+# ============================================================ counter-based RNG (RReLU)
+cdef uint64_t splitmix64(uint64_t x) noexcept nogil:
+    """The SplitMix64 finaliser (unsigned 64-bit arithmetic wraps, as the contract asks)."""
+    cdef uint64_t z = x + <uint64_t>0x9E3779B97F4A7C15
+    z = (z ^ (z >> 30)) * <uint64_t>0xBF58476D1CE4E5B9
+    z = (z ^ (z >> 27)) * <uint64_t>0x94D049BB133111EB
+    return z ^ (z >> 31)
+
+
+cdef uint64_t rrelu_layer_key(uint64_t seed, uint64_t step, uint64_t layer) noexcept nogil:
+    """``k_layer = SM(SM(seed ^ SM(step)) ^ layer)``."""
+    return splitmix64(splitmix64(seed ^ splitmix64(step)) ^ layer)
+
+
+cdef inline double _uniform(uint64_t key, uint64_t counter) noexcept nogil:
+    """U[0, 1) of the contract: the top 53 bits of ``SM(key ^ counter)``."""
+    return <double>(splitmix64(key ^ counter) >> 11) * 1.1102230246251565e-16  # 2**-53
+
+
+# ====================================================================== scalar helpers
+cdef inline floating _fexp(floating x) noexcept nogil:
+    if floating is float:
+        return expf(x)
+    else:
+        return exp(x)
+
+
+cdef inline floating _ftanh(floating x) noexcept nogil:
+    if floating is float:
+        return tanhf(x)
+    else:
+        return tanh(x)
+
+
+cdef inline floating _fsqrt(floating x) noexcept nogil:
+    if floating is float:
+        return sqrtf(x)
+    else:
+        return sqrt(x)
+
+
+cdef inline floating _expit(floating z) noexcept nogil:
+    """1 / (1 + e^-z) without overflow: exp is only taken of a non-positive number."""
+    cdef floating e
+    if z >= 0:
+        e = _fexp(-z)
+        return 1 / (1 + e)
+    e = _fexp(z)
+    return e / (1 + e)
+
+
+cdef inline double _expit_d(double z) noexcept nogil:
+    cdef double e
+    if z >= 0:
+        e = exp(-z)
+        return 1.0 / (1.0 + e)
+    e = exp(z)
+    return e / (1.0 + e)
+
+
+# ==================================================================== workspace layout
+cdef inline bint _stores_fprime(int64_t code) noexcept nogil:
+    # hidden activations whose derivative is stored by the training forward pass
+    return code == A_LEAKY_RELU or (A_RRELU <= code <= A_HARD_TANH)
+
+
+cdef Py_ssize_t row_width(const int64_t* layout, Py_ssize_t n_layers) noexcept nogil:
+    """Elements of ``work`` per row of batch: the gathered input row, then per layer the
+    buffers of :func:`layer_bufs`."""
+    cdef Py_ssize_t l, width = layout[FAN_IN], npre, fo
+    cdef int64_t code
+    cdef bint hidden
+    for l in range(n_layers):
+        npre = layout[l * N_COLS + N_PRE]
+        fo = layout[l * N_COLS + FAN_OUT]
+        code = layout[l * N_COLS + ACT]
+        hidden = l < n_layers - 1
+        width += 2 * npre                     # Z, D
+        if hidden and (code == A_PRELU or code == A_MAXOUT):
+            width += fo                       # A (kept apart from Z)
+        if hidden and _stores_fprime(code):
+            width += fo                       # F = f'(z)
+        if hidden and code == A_MAXOUT:
+            width += fo                       # DA
+    return width
+
+
+cdef Bufs layer_bufs(const Net* net, Py_ssize_t l, Py_ssize_t cap) noexcept nogil:
+    """Offsets of layer ``l``'s buffers in ``work`` for batches of up to ``cap`` rows.
+
+    ``work`` = [X rows (cap x FAN_IN of layer 0)] then, per layer, [Z][A?][F?][D][DA?].
+    ``A`` aliases ``Z`` unless the layer is PReLU (needs z for the slope gradient) or
+    maxout (different width); the output layer is always computed in place.
+    """
+    cdef Py_ssize_t m, pos = cap * net.layout[FAN_IN], npre, fo
+    cdef int64_t code
+    cdef bint hidden
+    cdef Bufs b
+    b.z = b.a = b.d = b.da = b.f = -1   # l < n_layers always fills them
+    for m in range(l + 1):
+        npre = net.layout[m * N_COLS + N_PRE]
+        fo = net.layout[m * N_COLS + FAN_OUT]
+        code = net.layout[m * N_COLS + ACT]
+        hidden = m < net.n_layers - 1
+        b.z = pos
+        pos += cap * npre
+        if hidden and (code == A_PRELU or code == A_MAXOUT):
+            b.a = pos
+            pos += cap * fo
+        else:
+            b.a = b.z
+        if hidden and _stores_fprime(code):
+            b.f = pos
+            pos += cap * fo
+        else:
+            b.f = -1
+        b.d = pos
+        pos += cap * npre
+        if hidden and code == A_MAXOUT:
+            b.da = pos
+            pos += cap * fo
+        else:
+            b.da = b.d
+    return b
+
+
+# ========================================================================= activations
+cdef void act_forward(int code, const double* p, floating* Z, floating* A, floating* F,
+                      const floating* b, const floating* s, Py_ssize_t rows,
+                      Py_ssize_t n_units, Py_ssize_t k, bint train,
+                      uint64_t key) noexcept nogil:
+    """Add the bias to the GEMM output and apply activation ``code``, in one pass.
+
+    Parameters
+    ----------
+    code : int
+        Activation code (0-15 hidden, 20 softmax, 21 exp).
+    p : pointer to 2 doubles
+        The layer's ``act_params`` row.
+    Z : (rows, n_units * k)
+        In: ``X W``; out: ``z = X W + b`` (only kept for prelu and maxout; the in-place
+        activations overwrite it with ``A``).
+    A : (rows, n_units)
+        Out: ``f(z)``. Must be ``Z`` itself except for prelu and maxout.
+    F : (rows, n_units)
+        Out, when ``train``: ``f'(z)`` for the codes that store their derivative
+        (leaky_relu, rrelu and codes 7-14), so the backward pass needs no transcendental
+        function. Must not be NULL for those codes (it is NULL for the others).
+    b : (n_units * k,)
+        Intercepts.
+    s : (n_units,) or NULL
+        PReLU slopes.
+    train : bool
+        RReLU draws its slopes from the counter-based generator with ``key`` (counter
+        ``row * n_units + unit``) when True, and uses ``(lower + upper) / 2`` otherwise.
+    """
+    cdef Py_ssize_t i, j, q, npre = n_units * k
+    cdef floating* zr
+    cdef floating* ar
+    cdef floating* fr
+    cdef floating z, r, c0, one = 1, zero = 0, top, mx, tot
+    cdef double zd, t, e, sg, ph, zc, lo, span, rd
+    cdef bint want_f = train
+    cdef uint64_t base
+
+    if code == A_IDENTITY:
+        for i in range(rows):
+            zr = Z + i * npre
+            for j in range(npre):
+                zr[j] = zr[j] + b[j]
+    elif code == A_LOGISTIC:
+        for i in range(rows):
+            zr = Z + i * npre
+            for j in range(npre):
+                zr[j] = _expit(zr[j] + b[j])
+    elif code == A_TANH:
+        for i in range(rows):
+            zr = Z + i * npre
+            for j in range(npre):
+                zr[j] = _ftanh(zr[j] + b[j])
+    elif code == A_RELU:
+        for i in range(rows):
+            zr = Z + i * npre
+            for j in range(npre):
+                z = zr[j] + b[j]
+                zr[j] = z if z > 0 else zero
+    elif code == A_LEAKY_RELU:
+        c0 = <floating>p[0]
+        for i in range(rows):
+            zr = Z + i * npre
+            fr = F + i * n_units
+            for j in range(npre):
+                z = zr[j] + b[j]
+                r = one if z > 0 else c0
+                zr[j] = z * r
+                if want_f:
+                    fr[j] = r
+    elif code == A_PRELU:
+        for i in range(rows):
+            zr = Z + i * npre
+            ar = A + i * n_units
+            for j in range(npre):
+                z = zr[j] + b[j]
+                zr[j] = z
+                ar[j] = z if z > 0 else z * s[j]
+    elif code == A_RRELU:
+        if want_f:
+            lo = p[0]
+            span = p[1] - p[0]
+            for i in range(rows):
+                zr = Z + i * npre
+                fr = F + i * n_units
+                base = <uint64_t>(i * n_units)
+                for j in range(npre):
+                    z = zr[j] + b[j]
+                    if z >= 0:
+                        zr[j] = z
+                        fr[j] = one
+                    else:
+                        # only negative z needs its random slope
+                        r = <floating>(lo + span * _uniform(key, base + <uint64_t>j))
+                        zr[j] = z * r
+                        fr[j] = r
+        else:
+            rd = (p[0] + p[1]) / 2
+            for i in range(rows):
+                zr = Z + i * npre
+                for j in range(npre):
+                    z = zr[j] + b[j]
+                    zr[j] = z if z >= 0 else <floating>(<double>z * rd)
+    elif code == A_ELU or code == A_SELU:
+        # elu: al (e^z - 1); selu: la z or la al (e^z - 1)
+        lo = p[0] if code == A_ELU else SELU_ALPHA
+        span = 1.0 if code == A_ELU else SELU_LAMBDA
+        for i in range(rows):
+            zr = Z + i * npre
+            fr = F + i * n_units
+            for j in range(npre):
+                zd = zr[j] + b[j]
+                if zd > 0:
+                    zr[j] = <floating>(span * zd)
+                    if want_f:
+                        fr[j] = <floating>span
+                else:
+                    zr[j] = <floating>(span * (lo * expm1(zd)))
+                    if want_f:
+                        fr[j] = <floating>((span * lo) * exp(zd))
+    elif code == A_SOFTPLUS:
+        for i in range(rows):
+            zr = Z + i * npre
+            fr = F + i * n_units
+            for j in range(npre):
+                zd = zr[j] + b[j]
+                # log(1 + e^z) = max(z, 0) + log1p(e^-|z|): no overflow for any z
+                e = exp(-fabs(zd))
+                zr[j] = <floating>((zd if zd > 0 else 0.0) + log1p(e))
+                if want_f:
+                    fr[j] = <floating>(1.0 / (1.0 + e) if zd >= 0 else e / (1.0 + e))
+    elif code == A_SWISH:
+        for i in range(rows):
+            zr = Z + i * npre
+            fr = F + i * n_units
+            for j in range(npre):
+                zd = zr[j] + b[j]
+                t = p[0] * zd
+                sg = _expit_d(t)
+                zr[j] = <floating>(zd * sg)
+                if want_f:
+                    fr[j] = <floating>(sg * (1.0 + t * (1.0 - sg)))
+    elif code == A_GELU:
+        for i in range(rows):
+            zr = Z + i * npre
+            fr = F + i * n_units
+            for j in range(npre):
+                zd = zr[j] + b[j]
+                ph = 1.0 + erf(zd / SQRT_2)
+                zr[j] = <floating>(0.5 * zd * ph)
+                if want_f:
+                    # phi(z) underflows long before |z| = 40; the clip avoids z*z overflow
+                    zc = 40.0 if zd > 40.0 else (-40.0 if zd < -40.0 else zd)
+                    fr[j] = <floating>(0.5 * ph + zc * INV_SQRT_2PI * exp(-0.5 * zc * zc))
+    elif code == A_GELU_TANH:
+        for i in range(rows):
+            zr = Z + i * npre
+            fr = F + i * n_units
+            for j in range(npre):
+                zd = zr[j] + b[j]
+                # tanh saturates well inside [-20, 20]; the clip avoids z^3 overflow
+                zc = 20.0 if zd > 20.0 else (-20.0 if zd < -20.0 else zd)
+                t = tanh(SQRT_2_OVER_PI * (zc + GELU_C * (zc * zc * zc)))
+                zr[j] = <floating>(0.5 * zd * (1.0 + t))
+                if want_f:
+                    fr[j] = <floating>(0.5 * (1.0 + t) + 0.5 * zc * (1.0 - t * t)
+                                       * (SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * zc * zc)))
+    elif code == A_HARD_SIGMOID:
+        for i in range(rows):
+            zr = Z + i * npre
+            fr = F + i * n_units
+            for j in range(npre):
+                z = zr[j] + b[j]
+                r = <floating>0.25 * z + <floating>0.5
+                zr[j] = zero if r < 0 else (one if r > 1 else r)
+                if want_f:
+                    fr[j] = <floating>0.25 if (z > -2 and z < 2) else zero
+    elif code == A_HARD_TANH:
+        for i in range(rows):
+            zr = Z + i * npre
+            fr = F + i * n_units
+            for j in range(npre):
+                z = zr[j] + b[j]
+                zr[j] = -one if z < -1 else (one if z > 1 else z)
+                if want_f:
+                    fr[j] = one if (z > -1 and z < 1) else zero
+    elif code == A_MAXOUT:
+        for i in range(rows):
+            zr = Z + i * npre
+            ar = A + i * n_units
+            for j in range(n_units):
+                mx = zr[j * k] + b[j * k]
+                zr[j * k] = mx
+                for q in range(1, k):
+                    z = zr[j * k + q] + b[j * k + q]
+                    zr[j * k + q] = z
+                    if z > mx:
+                        mx = z
+                ar[j] = mx
+    elif code == A_SOFTMAX:
+        for i in range(rows):
+            zr = Z + i * npre
+            for j in range(npre):
+                zr[j] = zr[j] + b[j]
+            mx = zr[0]
+            for j in range(1, npre):
+                if zr[j] > mx:
+                    mx = zr[j]
+            # the row maximum is subtracted so exp never overflows
+            tot = 0
+            for j in range(npre):
+                zr[j] = _fexp(zr[j] - mx)
+                tot = tot + zr[j]
+            for j in range(npre):
+                zr[j] = zr[j] / tot
+    elif code == A_EXP:
+        # exp(z) overflows above log(max): clip so predictions stay finite
+        if floating is float:
+            top = <float>log(FLT_MAX)
+        else:
+            top = log(DBL_MAX)
+        for i in range(rows):
+            zr = Z + i * npre
+            for j in range(npre):
+                z = zr[j] + b[j]
+                zr[j] = _fexp(z if z < top else top)
+
+
+cdef void act_backward(int code, floating* D, const floating* DA, const floating* Z,
+                       const floating* A, const floating* F, const floating* s,
+                       floating* gb, floating* gs, Py_ssize_t rows, Py_ssize_t n_units,
+                       Py_ssize_t k) noexcept nogil:
+    """Turn ``dL/dA`` into ``dL/dz`` for a hidden layer and sum the bias (and slope)
+    gradients, in one pass.
+
+    Parameters
+    ----------
+    D : (rows, n_units * k)
+        In (except maxout): ``dL/dA`` from the delta GEMM; out: ``dL/dz``.
+    DA : (rows, n_units)
+        ``dL/dA`` (the same memory as ``D`` except for maxout).
+    Z, A, F : the buffers written by :func:`act_forward` in training.
+    s : (n_units,) or NULL
+        PReLU slopes.
+    gb : (n_units * k,)
+        Out: ``sum_i dL/dz_i`` (unscaled).
+    gs : (n_units,) or NULL
+        Out (PReLU): ``sum_i dL/dA_ij min(z_ij, 0)`` (unscaled).
+    """
+    cdef Py_ssize_t i, j, q, arg, npre = n_units * k
+    cdef floating* dr
+    cdef const floating* ar
+    cdef const floating* zr
+    cdef const floating* fr
+    cdef floating d, a, z, mx, zero = 0, one = 1
+    memset(gb, 0, npre * sizeof(floating))
+    if code == A_IDENTITY:
+        for i in range(rows):
+            dr = D + i * npre
+            for j in range(npre):
+                gb[j] += dr[j]
+    elif code == A_LOGISTIC:
+        for i in range(rows):
+            dr = D + i * npre
+            ar = A + i * npre
+            for j in range(npre):
+                # scikit-learn's order: delta *= a; delta *= 1 - a
+                d = dr[j] * ar[j]
+                d = d * (one - ar[j])
+                dr[j] = d
+                gb[j] += d
+    elif code == A_TANH:
+        for i in range(rows):
+            dr = D + i * npre
+            ar = A + i * npre
+            for j in range(npre):
+                d = dr[j] * (one - ar[j] * ar[j])
+                dr[j] = d
+                gb[j] += d
+    elif code == A_RELU:
+        for i in range(rows):
+            dr = D + i * npre
+            ar = A + i * npre
+            for j in range(npre):
+                d = zero if ar[j] == 0 else dr[j]
+                dr[j] = d
+                gb[j] += d
+    elif code == A_PRELU:
+        memset(gs, 0, n_units * sizeof(floating))
+        for i in range(rows):
+            dr = D + i * npre
+            zr = Z + i * npre
+            for j in range(npre):
+                z = zr[j]
+                d = dr[j]
+                gs[j] += d * (z if z < 0 else zero)
+                d = d * (one if z > 0 else s[j])
+                dr[j] = d
+                gb[j] += d
+    elif code == A_MAXOUT:
+        for i in range(rows):
+            dr = D + i * npre
+            zr = Z + i * npre
+            ar = DA + i * n_units
+            for j in range(n_units):
+                # the delta goes to the first maximal piece (numpy's argmax)
+                mx = zr[j * k]
+                arg = 0
+                for q in range(1, k):
+                    if zr[j * k + q] > mx:
+                        mx = zr[j * k + q]
+                        arg = q
+                for q in range(k):
+                    d = ar[j] if q == arg else zero
+                    dr[j * k + q] = d
+                    gb[j * k + q] += d
+    else:  # derivative stored by the forward pass
+        for i in range(rows):
+            dr = D + i * npre
+            fr = F + i * npre
+            for j in range(npre):
+                d = dr[j] * fr[j]
+                dr[j] = d
+                gb[j] += d
+
+
+# ================================================================================ loss
+cdef double loss_delta(int loss, const floating* P, const floating* Y,
+                       const int64_t* idx, const floating* sw, Py_ssize_t rows,
+                       Py_ssize_t n_out, floating* D, floating* gb,
+                       double* sw_sum) noexcept nogil:
+    """Batch loss, output delta and output bias gradient in one pass.
+
+    Parameters
+    ----------
+    loss : int
+        Loss code (0 squared error, 1 Poisson, 2 binary/multilabel log-loss, 3 multiclass).
+    P : (rows, n_out)
+        Output activations.
+    Y, sw : the whole target matrix (n_samples, n_out) and weights (n_samples,) or NULL
+        Row ``i`` of the batch is sample ``idx[i]`` (``i`` if ``idx`` is NULL).
+    D : (rows, n_out)
+        Out: ``(p - y) * w`` (may be ``P`` itself).
+    gb : (n_out,)
+        Out: the column sums of ``D`` (unscaled).
+    sw_sum : out, ``sum_i w_i``
+
+    Returns
+    -------
+    double
+        ``sum_i w_i l_i / sum_i w_i`` (no L2 term).
+    """
+    cdef Py_ssize_t i, kk, r
+    cdef const floating* yr
+    cdef const floating* pr
+    cdef floating* dr
+    cdef floating w = 1, y, pv, pc, diff, one = 1
+    cdef floating eps = FLT_EPSILON if floating is float else DBL_EPSILON
+    cdef double total = 0.0, S = 0.0, li
+    memset(gb, 0, n_out * sizeof(floating))
+    for i in range(rows):
+        r = idx[i] if idx != NULL else i
+        if sw != NULL:
+            w = sw[r]
+        yr = Y + r * n_out
+        pr = P + i * n_out
+        dr = D + i * n_out
+        li = 0.0
+        if loss == L_SQUARED:
+            for kk in range(n_out):
+                diff = yr[kk] - pr[kk]
+                li += <double>diff * diff
+        elif loss == L_POISSON:
+            for kk in range(n_out):
+                y = yr[kk]
+                pv = pr[kk]
+                # y log(y / p) - y + p, with 0 log 0 = 0
+                if y != 0:
+                    li += <double>y * log(<double>(y / pv))
+                li += <double>pv - <double>y
+        elif loss == L_BINARY:
+            for kk in range(n_out):
+                y = yr[kk]
+                pc = pr[kk]
+                pc = eps if pc < eps else (one - eps if pc > one - eps else pc)
+                if y != 0:
+                    li -= <double>y * log(<double>pc)
+                if y != 1:
+                    li -= <double>(one - y) * log(<double>(one - pc))
+        else:
+            for kk in range(n_out):
+                y = yr[kk]
+                if y != 0:
+                    pc = pr[kk]
+                    pc = eps if pc < eps else (one - eps if pc > one - eps else pc)
+                    li -= <double>y * log(<double>pc)
+        # canonical link: delta at the output pre-activation is (p - y) * w
+        if sw != NULL:
+            for kk in range(n_out):
+                diff = (pr[kk] - yr[kk]) * w
+                dr[kk] = diff
+                gb[kk] += diff
+        else:
+            for kk in range(n_out):
+                diff = pr[kk] - yr[kk]
+                dr[kk] = diff
+                gb[kk] += diff
+        total += <double>w * li
+        S += <double>w
+    if loss == L_SQUARED:
+        total = 0.5 * total / n_out
+    sw_sum[0] = S
+    return total / S
+
+
+# ============================================================== forward and backward
+cdef void forward_rows(const Net* net, const floating* theta, const floating* X0,
+                       Py_ssize_t rows, Py_ssize_t cap, floating* work, bint train,
+                       uint64_t k_batch, floating* out, bint apply_output) noexcept nogil:
+    """Forward pass over ``rows`` (<= ``cap``) contiguous rows ``X0`` (rows x FAN_IN).
+
+    In training (``out`` NULL) every layer's buffers stay in ``work`` for the backward
+    pass; in prediction the output layer is written straight into ``out`` (rows x
+    n_outputs), activated or not (``apply_output``).
+    """
+    cdef Py_ssize_t l, L = net.n_layers, fi, fo, npre, k, so
+    cdef const int64_t* row
+    cdef const floating* a_prev = X0
+    cdef floating* Z
+    cdef floating* A
+    cdef floating* F
+    cdef int code
+    cdef Bufs bf
+    for l in range(L):
+        row = net.layout + l * N_COLS
+        fi = row[FAN_IN]
+        fo = row[FAN_OUT]
+        npre = row[N_PRE]
+        k = row[KPIECES]
+        code = <int>row[ACT]
+        so = row[SLOPE_OFF]
+        bf = layer_bufs(net, l, cap)
+        if l == L - 1 and out != NULL:
+            Z = out
+        else:
+            Z = work + bf.z
+        A = Z if bf.a == bf.z else work + bf.a
+        # F is passed whenever the layer has one; act_forward writes it only in training
+        F = work + bf.f if bf.f >= 0 else NULL
+        gemm(c'n', c'n', <int>rows, <int>npre, <int>fi, <floating>1, a_prev, <int>fi,
+             theta + row[COEF_OFF], <int>npre, <floating>0, Z, <int>npre)
+        if l == L - 1 and not apply_output:
+            code = A_IDENTITY
+        act_forward(code, net.act_params + 2 * l, Z, A, F, theta + row[INTER_OFF],
+                    theta + so if so >= 0 else NULL, rows, fo, k, train,
+                    splitmix64(k_batch ^ <uint64_t>l))
+        a_prev = A
+
+
+cdef double batch_loss_grad(const Net* net, const floating* theta, floating* grad,
+                            const floating* X0, const floating* Y, const floating* sw,
+                            const int64_t* idx, Py_ssize_t rows, Py_ssize_t cap,
+                            uint64_t k_batch, int loss, floating* work,
+                            double* sw_sum) noexcept nogil:
+    """Forward, loss and backward for one batch.
+
+    ``X0`` holds the batch's rows (rows x FAN_IN, contiguous); row ``i`` is sample
+    ``idx[i]`` of ``Y`` / ``sw`` (``i`` if ``idx`` is NULL). On return ``grad`` holds the
+    UNSCALED gradient: ``A^T delta`` for the weights (no L2 term), the delta sums for the
+    intercepts, the slope sums for PReLU; :func:`finish_grad` or the optimizer loop adds
+    ``alpha W`` and divides by ``sw_sum``. Returns the data loss (no L2 term).
+    """
+    cdef Py_ssize_t l, L = net.n_layers, fi, npre, so
+    cdef const int64_t* row
+    cdef const int64_t* prow
+    cdef const floating* a_prev
+    cdef floating* D
+    cdef Bufs bf, bp
+    cdef double data
+    forward_rows(net, theta, X0, rows, cap, work, True, k_batch, <floating*>NULL, True)
+    row = net.layout + (L - 1) * N_COLS
+    bf = layer_bufs(net, L - 1, cap)
+    data = loss_delta(loss, work + bf.z, Y, idx, sw, rows, row[FAN_OUT], work + bf.d,
+                      grad + row[INTER_OFF], sw_sum)
+    for l in range(L - 1, -1, -1):
+        row = net.layout + l * N_COLS
+        fi = row[FAN_IN]
+        npre = row[N_PRE]
+        D = work + bf.d
+        if l > 0:
+            bp = layer_bufs(net, l - 1, cap)
+            a_prev = work + bp.a
+        else:
+            a_prev = X0
+        # weight gradient: A_prev^T delta (fi x npre)
+        gemm(c't', c'n', <int>fi, <int>npre, <int>rows, <floating>1, a_prev, <int>fi,
+             D, <int>npre, <floating>0, grad + row[COEF_OFF], <int>npre)
+        if l == 0:
+            break   # no delta for the input layer
+        # delta of the previous layer's activations: delta W^T (rows x fi)
+        gemm(c'n', c't', <int>rows, <int>fi, <int>npre, <floating>1, D, <int>npre,
+             theta + row[COEF_OFF], <int>npre, <floating>0, work + bp.da, <int>fi)
+        prow = net.layout + (l - 1) * N_COLS
+        so = prow[SLOPE_OFF]
+        act_backward(<int>prow[ACT], work + bp.d, work + bp.da, work + bp.z, work + bp.a,
+                     work + bp.f if bp.f >= 0 else <floating*>NULL,
+                     theta + so if so >= 0 else <floating*>NULL, grad + prow[INTER_OFF],
+                     grad + so if so >= 0 else <floating*>NULL, rows, prow[FAN_OUT],
+                     prow[KPIECES])
+        bf = bp
+    return data
+
+
+# ================================================================ fused optimizer loops
+cdef inline double _sumsq(const floating* w, Py_ssize_t n) noexcept nogil:
+    # four independent partial sums: a single accumulator would be latency bound
+    cdef floating s0 = 0, s1 = 0, s2 = 0, s3 = 0
+    cdef Py_ssize_t i = 0
+    while i + 4 <= n:
+        s0 = s0 + w[i] * w[i]
+        s1 = s1 + w[i + 1] * w[i + 1]
+        s2 = s2 + w[i + 2] * w[i + 2]
+        s3 = s3 + w[i + 3] * w[i + 3]
+        i += 4
+    while i < n:
+        s0 = s0 + w[i] * w[i]
+        i += 1
+    return (<double>s0 + <double>s1) + (<double>s2 + <double>s3)
+
+
+cdef inline void _sgd_block(floating* theta, const floating* grad, floating* vel,
+                            Py_ssize_t n, floating lr, floating mu, bint nesterov,
+                            bint l2, floating alpha, floating inv_s) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating g, step, v
+    for i in range(n):
+        if l2:
+            g = (grad[i] + alpha * theta[i]) * inv_s
+        else:
+            g = grad[i] * inv_s
+        # reference order: v = momentum v - lr g; theta += momentum v - lr g or v
+        step = g * lr
+        v = vel[i] * mu - step
+        vel[i] = v
+        if nesterov:
+            theta[i] = theta[i] + (v * mu - step)
+        else:
+            theta[i] = theta[i] + v
+
+
+cdef double sgd_step(floating* theta, const floating* grad, floating* vel, Py_ssize_t n,
+                     Py_ssize_t n_coef, double lr, double momentum, bint nesterov,
+                     double alpha, double sw_sum) noexcept nogil:
+    """One SGD step on the flat vectors, fused with the L2 term and the 1/sum(w) scaling.
+
+    ``grad`` holds the unscaled gradient of :func:`batch_loss_grad`; the step uses
+    ``g = (grad + alpha theta) / sw_sum`` on ``theta[:n_coef]`` (the weights) and
+    ``grad / sw_sum`` elsewhere. ``vel`` (n,) is updated in place. Returns ``||W||^2``
+    of the weights before the step (0 when ``alpha`` is 0).
+    """
+    cdef Py_ssize_t start, m
+    cdef double ss = 0.0
+    cdef floating lr_ = <floating>lr, mu = <floating>momentum, al = <floating>alpha
+    # multiplying by 1 / sum(w) instead of dividing (the reference) differs by at most
+    # an ulp and saves a division per element: these loops are bound by div and sqrt
+    cdef floating S = <floating>(1.0 / sw_sum)
+    start = 0
+    while start < n_coef:
+        m = min(<Py_ssize_t>OPT_BLOCK, n_coef - start)
+        if alpha != 0:
+            ss += _sumsq(theta + start, m)
+            _sgd_block(theta + start, grad + start, vel + start, m, lr_, mu, nesterov,
+                       True, al, S)
+        else:
+            _sgd_block(theta + start, grad + start, vel + start, m, lr_, mu, nesterov,
+                       False, al, S)
+        start += m
+    _sgd_block(theta + n_coef, grad + n_coef, vel + n_coef, n - n_coef, lr_, mu, nesterov,
+               False, al, S)
+    return ss
+
+
+cdef inline void _adam_block(floating* theta, const floating* grad, floating* m1,
+                             floating* m2, Py_ssize_t n, floating nlr, floating b1,
+                             floating c1, floating b2, floating c2, floating eps,
+                             bint l2, floating alpha, floating inv_s) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating g, a, b
+    for i in range(n):
+        if l2:
+            g = (grad[i] + alpha * theta[i]) * inv_s
+        else:
+            g = grad[i] * inv_s
+        a = m1[i] * b1 + g * c1
+        b = m2[i] * b2 + (g * g) * c2
+        m1[i] = a
+        m2[i] = b
+        theta[i] = theta[i] + (a * nlr) / (_fsqrt(b) + eps)
+
+
+cdef double adam_step(floating* theta, const floating* grad, floating* m, floating* v,
+                      Py_ssize_t n, Py_ssize_t n_coef, double lr_t, double beta_1,
+                      double beta_2, double epsilon, double alpha,
+                      double sw_sum) noexcept nogil:
+    """One Adam step on the flat vectors, fused with the L2 term and the scaling.
+
+    ``m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; theta -= lr_t m / (sqrt(v) + eps)``
+    with ``g`` as in :func:`sgd_step` and ``lr_t`` the bias-corrected rate of this step.
+    Returns ``||W||^2`` before the step (0 when ``alpha`` is 0).
+    """
+    cdef Py_ssize_t start, cnt
+    cdef double ss = 0.0
+    cdef floating nlr = <floating>(-lr_t), b1 = <floating>beta_1, b2 = <floating>beta_2
+    cdef floating c1 = <floating>(1.0 - beta_1), c2 = <floating>(1.0 - beta_2)
+    cdef floating eps = <floating>epsilon, al = <floating>alpha
+    cdef floating S = <floating>(1.0 / sw_sum)   # see sgd_step
+    start = 0
+    while start < n_coef:
+        cnt = min(<Py_ssize_t>OPT_BLOCK, n_coef - start)
+        if alpha != 0:
+            ss += _sumsq(theta + start, cnt)
+            _adam_block(theta + start, grad + start, m + start, v + start, cnt, nlr, b1,
+                        c1, b2, c2, eps, True, al, S)
+        else:
+            _adam_block(theta + start, grad + start, m + start, v + start, cnt, nlr, b1,
+                        c1, b2, c2, eps, False, al, S)
+        start += cnt
+    _adam_block(theta + n_coef, grad + n_coef, m + n_coef, v + n_coef, n - n_coef, nlr, b1,
+                c1, b2, c2, eps, False, al, S)
+    return ss
+
+
+cdef double finish_grad(const floating* theta, floating* grad, Py_ssize_t n,
+                        Py_ssize_t n_coef, double alpha, double sw_sum) noexcept nogil:
+    """Scale the unscaled gradient in place: ``(grad + alpha W) / sw_sum`` on the weights,
+    ``grad / sw_sum`` elsewhere. Returns ``||W||^2``."""
+    cdef Py_ssize_t i
+    cdef floating al = <floating>alpha, S = <floating>sw_sum
+    cdef double ss = _sumsq(theta, n_coef)
+    for i in range(n_coef):
+        grad[i] = (grad[i] + al * theta[i]) / S
+    for i in range(n_coef, n):
+        grad[i] = grad[i] / S
+    return ss
+
+
+# ======================================================================== whole calls
+cdef double _train_epoch(const Net* net, floating* theta, floating* grad, floating* opt,
+                         const floating* X, const floating* Y, const floating* sw,
+                         const int64_t* order, Py_ssize_t n_order, Py_ssize_t bs,
+                         const double* hyper, int64_t* counters,
+                         floating* work) noexcept nogil:
+    cdef Py_ssize_t start, rows, i, j, fi0 = net.layout[FAN_IN], n = net.n_params
+    cdef floating* xb = work     # the gathered rows sit at the start of work
+    cdef double loss_sum = 0.0, data, S, ss, lr_t, alpha = hyper[H_ALPHA]
+    cdef double b1 = hyper[H_BETA_1], b2 = hyper[H_BETA_2]
+    cdef int loss = <int>counters[C_LOSS]
+    cdef bint adam = counters[C_SOLVER] == 1
+    cdef int64_t t
+    cdef uint64_t seed = <uint64_t>counters[C_SEED]
+    start = 0
+    while start < n_order:
+        rows = min(bs, n_order - start)
+        if fi0 >= 16:
+            for i in range(rows):
+                memcpy(xb + i * fi0, X + order[start + i] * fi0, fi0 * sizeof(floating))
+        else:
+            for i in range(rows):
+                for j in range(fi0):
+                    xb[i * fi0 + j] = X[order[start + i] * fi0 + j]
+        data = batch_loss_grad(net, theta, grad, xb, Y, sw, order + start, rows, bs,
+                               splitmix64(seed ^ splitmix64(<uint64_t>counters[C_STEP])),
+                               loss, work, &S)
+        if adam:
+            counters[C_ADAM_T] += 1
+            t = counters[C_ADAM_T]
+            lr_t = hyper[H_LR] * sqrt(1.0 - pow(b2, <double>t)) / (1.0 - pow(b1, <double>t))
+            ss = adam_step(theta, grad, opt, opt + n, n, net.n_coef, lr_t, b1, b2,
+                           hyper[H_EPSILON], alpha, S)
+        else:
+            ss = sgd_step(theta, grad, opt, n, net.n_coef, hyper[H_LR], hyper[H_MOMENTUM],
+                          counters[C_NESTEROV] != 0, alpha, S)
+        loss_sum += (data + (0.5 * alpha) * ss / S) * rows
+        counters[C_STEP] += 1
+        start += rows
+    return loss_sum
+
+
+cdef double _loss_grad(const Net* net, const floating* theta, floating* grad,
+                       const floating* X, const floating* Y, const floating* sw,
+                       Py_ssize_t n_rows, double alpha, const int64_t* counters,
+                       floating* work) noexcept nogil:
+    cdef double S, data, ss
+    cdef uint64_t k_batch = splitmix64(<uint64_t>counters[C_SEED]
+                                       ^ splitmix64(<uint64_t>counters[C_STEP]))
+    data = batch_loss_grad(net, theta, grad, X, Y, sw, <int64_t*>NULL, n_rows, n_rows,
+                           k_batch, <int>counters[C_LOSS], work, &S)
+    ss = finish_grad(theta, grad, net.n_params, net.n_coef, alpha, S)
+    return data + (0.5 * alpha) * ss / S
+
+
+cdef void _forward(const Net* net, const floating* theta, const floating* X,
+                   Py_ssize_t n_rows, floating* out, bint apply_output, Py_ssize_t cap,
+                   floating* work) noexcept nogil:
+    cdef Py_ssize_t fi0 = net.layout[FAN_IN]
+    cdef Py_ssize_t n_out = net.layout[(net.n_layers - 1) * N_COLS + FAN_OUT]
+    cdef Py_ssize_t start = 0
+    while start < n_rows:
+        forward_rows(net, theta, X + start * fi0, min(cap, n_rows - start), cap, work,
+                     False, 0, out + start * n_out, apply_output)
+        start += cap
+
+
+# ================================================================ argument checking
+# The kernels index raw pointers, so the wrappers check everything that decides a memory
+# address: dtypes, contiguity, shapes, the layout's offsets, the sample order, the size
+# of ``work``. Input data (X, Y, sample_weight) of the wrong dtype or order is converted;
+# arrays written in place must already be right.
+
+_NAMES = {cnp.NPY_DOUBLE: "float64", cnp.NPY_FLOAT: "float32", cnp.NPY_INT64: "int64"}
+
+
+cdef inline cnp.ndarray _arr(object a, str name, int typenum, int ndim, bint out):
+    if not cnp.PyArray_Check(a):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    if (cnp.PyArray_TYPE(arr) != typenum or cnp.PyArray_NDIM(arr) != ndim
+            or not cnp.PyArray_ISCARRAY_RO(arr) or (out and not cnp.PyArray_ISWRITEABLE(arr))):
+        raise ValueError(
+            f"{name} must be a C-contiguous{' writable' if out else ''} {ndim}-d array of "
+            f"dtype {_NAMES[typenum]}, got dtype {(<object>arr).dtype}, shape "
+            f"{np.shape(arr)}, C-contiguous {bool((<object>arr).flags.c_contiguous)}, "
+            f"writable {bool((<object>arr).flags.writeable)}"
+        )
+    return arr
+
+
+cdef inline cnp.ndarray _data(object a, str name, int typenum, int ndim):
+    """Input data: converted to a C-contiguous array of the right dtype if needed."""
+    if (not cnp.PyArray_Check(a) or cnp.PyArray_TYPE(<cnp.ndarray>a) != typenum
+            or not cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>a)):
+        a = np.ascontiguousarray(a, dtype=_NAMES[typenum])
+    return _arr(a, name, typenum, ndim, False)
+
+
+cdef int _parse_net(object layout, object act_params, Net* net) except -1:
+    """Check ``layout`` / ``act_params`` against the contract and fill ``net``."""
+    cdef cnp.ndarray lay = _arr(layout, "layout", cnp.NPY_INT64, 2, False)
+    cdef cnp.ndarray par = _arr(act_params, "act_params", cnp.NPY_DOUBLE, 2, False)
+    cdef Py_ssize_t L = cnp.PyArray_DIM(lay, 0), l, n_coef = 0, n_inter = 0, slope
+    cdef const int64_t* r
+    cdef const int64_t* p
+    cdef int64_t code
+    if L < 1 or cnp.PyArray_DIM(lay, 1) != N_COLS:
+        raise ValueError(f"layout must have shape (n_layers - 1, 8), got {np.shape(lay)}")
+    if cnp.PyArray_DIM(par, 0) != L or cnp.PyArray_DIM(par, 1) != 2:
+        raise ValueError(f"act_params must have shape ({L}, 2), got {np.shape(par)}")
+    p = <const int64_t*>cnp.PyArray_DATA(lay)
+    for l in range(L):
+        r = p + l * N_COLS
+        n_coef += r[FAN_IN] * r[N_PRE]
+        n_inter += r[N_PRE]
+    slope = n_coef + n_inter
+    n_inter = n_coef
+    n_coef = 0
+    for l in range(L):
+        r = p + l * N_COLS
+        code = r[ACT]
+        if r[FAN_IN] < 1 or r[FAN_OUT] < 1 or r[KPIECES] < 1:
+            raise ValueError(f"layout row {l}: FAN_IN, FAN_OUT and K must be >= 1")
+        if r[N_PRE] != r[FAN_OUT] * r[KPIECES]:
+            raise ValueError(f"layout row {l}: N_PRE must be FAN_OUT * K")
+        if l > 0 and r[FAN_IN] != p[(l - 1) * N_COLS + FAN_OUT]:
+            raise ValueError(f"layout row {l}: FAN_IN differs from the previous FAN_OUT")
+        if l < L - 1:
+            if not (0 <= code <= A_MAXOUT):
+                raise ValueError(f"layout row {l}: unknown hidden activation code {code}")
+        elif code not in (A_IDENTITY, A_LOGISTIC, A_SOFTMAX, A_EXP):
+            raise ValueError(f"output activation code {code} is not 0, 1, 20 or 21")
+        if r[KPIECES] != 1 and code != A_MAXOUT:
+            raise ValueError(f"layout row {l}: K must be 1 unless the layer is maxout")
+        if r[COEF_OFF] != n_coef or r[INTER_OFF] != n_inter:
+            raise ValueError(f"layout row {l}: offsets do not follow the theta layout "
+                             "(weights, then intercepts, then PReLU slopes)")
+        if code == A_PRELU and l < L - 1:
+            if r[SLOPE_OFF] != slope:
+                raise ValueError(f"layout row {l}: SLOPE_OFF should be {slope}")
+            slope += r[FAN_OUT]
+        elif r[SLOPE_OFF] != -1:
+            raise ValueError(f"layout row {l}: SLOPE_OFF must be -1 (not a PReLU layer)")
+        n_coef += r[FAN_IN] * r[N_PRE]
+        n_inter += r[N_PRE]
+    net.layout = p
+    net.act_params = <const double*>cnp.PyArray_DATA(par)
+    net.n_layers = L
+    net.n_params = slope
+    net.n_coef = n_coef
+    net.row_width = row_width(p, L)
+    return 0
+
+
+cdef int _check_work(cnp.ndarray work, const Net* net, Py_ssize_t cap) except -1:
+    if cnp.PyArray_DIM(work, 0) < cap * net.row_width:
+        raise ValueError(
+            f"work has {cnp.PyArray_DIM(work, 0)} elements; this call needs "
+            f"workspace_size(layout, {cap}) = {cap * net.row_width}"
+        )
+    return 0
+
+
+cdef int _theta_type(object theta) except -1:
+    if cnp.PyArray_Check(theta):
+        if cnp.PyArray_TYPE(<cnp.ndarray>theta) == cnp.NPY_DOUBLE:
+            return cnp.NPY_DOUBLE
+        if cnp.PyArray_TYPE(<cnp.ndarray>theta) == cnp.NPY_FLOAT:
+            return cnp.NPY_FLOAT
+    raise TypeError("theta must be a float32 or float64 numpy.ndarray")
+
+
+# ==================================================================== entry points
+def workspace_size(layout, n_rows):
+    """Number of elements ``work`` needs to process up to ``n_rows`` rows at a time.
+
+    Parameters
+    ----------
+    layout : ndarray of shape (n_layers - 1, 8), dtype int64
+    n_rows : int
+
+    Returns
+    -------
+    int
+        ``n_rows`` times the per-row width: the gathered input row, and per layer the
+        pre-activations and deltas, plus separate activations (PReLU, maxout), stored
+        derivatives (leaky_relu, rrelu, codes 7-14) and maxout's unit deltas.
+    """
+    cdef cnp.ndarray lay = _arr(layout, "layout", cnp.NPY_INT64, 2, False)
+    if cnp.PyArray_DIM(lay, 0) < 1 or cnp.PyArray_DIM(lay, 1) != N_COLS:
+        raise ValueError(f"layout must have shape (n_layers - 1, 8), got {np.shape(lay)}")
+    return int(n_rows) * row_width(<const int64_t*>cnp.PyArray_DATA(lay),
+                                   cnp.PyArray_DIM(lay, 0))
+
+
+def train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sample_weight, order,
+                Py_ssize_t batch_size, hyper, counters, work):
+    """One epoch of mini-batch training, entirely without the GIL.
+
+    Parameters
+    ----------
+    theta : ndarray of shape (n_params,), float32 or float64
+        Parameters, updated in place. Its dtype ``D`` is the dtype of every float array.
+    grad : ndarray of shape (n_params,), dtype D
+        Scratch: on return it holds the last batch's unscaled gradient.
+    opt_state : ndarray of shape (2, n_params), dtype D
+        SGD velocity (row 0) or Adam moments (rows 0, 1), updated in place.
+    layout : ndarray of shape (n_layers - 1, 8), int64
+    act_params : ndarray of shape (n_layers - 1, 2), float64
+    X : ndarray of shape (n_samples, n_features)
+        Dense input (converted to C order and dtype D if needed).
+    Y : ndarray of shape (n_samples, n_outputs)
+    sample_weight : ndarray of shape (n_samples,) or None
+        None means unit weights.
+    order : ndarray of shape (n_order,), int64
+        The samples of this epoch, in order; batches are ``order[0:bs]``, ...
+    batch_size : int
+    hyper : ndarray of shape (6,), float64
+        ``[LR, MOMENTUM, BETA_1, BETA_2, EPSILON, ALPHA]``.
+    counters : ndarray of shape (6,), int64
+        ``[SOLVER, NESTEROV, ADAM_T, STEP, SEED, LOSS]``; ``ADAM_T`` and ``STEP`` are
+        updated in place.
+    work : ndarray of shape (>= workspace_size(layout, min(batch_size, n_order)),), dtype D
+
+    Returns
+    -------
+    float
+        Sum over batches of the batch loss (L2 term included) times the batch's rows.
+    """
+    cdef Net net
+    cdef int tn = _theta_type(theta)
+    _parse_net(layout, act_params, &net)
+    cdef cnp.ndarray th = _arr(theta, "theta", tn, 1, True)
+    cdef cnp.ndarray gr = _arr(grad, "grad", tn, 1, True)
+    cdef cnp.ndarray op = _arr(opt_state, "opt_state", tn, 2, True)
+    cdef cnp.ndarray x = _data(X, "X", tn, 2)
+    cdef cnp.ndarray y = _data(Y, "Y", tn, 2)
+    cdef cnp.ndarray sw = None if sample_weight is None else _data(sample_weight,
+                                                                    "sample_weight", tn, 1)
+    cdef cnp.ndarray od = _arr(order, "order", cnp.NPY_INT64, 1, False)
+    cdef cnp.ndarray hy = _arr(hyper, "hyper", cnp.NPY_DOUBLE, 1, False)
+    cdef cnp.ndarray co = _arr(counters, "counters", cnp.NPY_INT64, 1, True)
+    cdef cnp.ndarray wk = _arr(work, "work", tn, 1, True)
+    cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0), n_order = cnp.PyArray_DIM(od, 0), i
+    cdef const int64_t* po = <const int64_t*>cnp.PyArray_DATA(od)
+    cdef const int64_t* pc = <const int64_t*>cnp.PyArray_DATA(co)
+    cdef double loss
+    _check_sizes(&net, th, gr, x, y, sw)
+    if cnp.PyArray_DIM(op, 0) != 2 or cnp.PyArray_DIM(op, 1) != net.n_params:
+        raise ValueError(f"opt_state must have shape (2, {net.n_params})")
+    if cnp.PyArray_DIM(hy, 0) != 6 or cnp.PyArray_DIM(co, 0) != 6:
+        raise ValueError("hyper and counters must have 6 entries")
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    if pc[C_SOLVER] not in (0, 1):
+        raise ValueError(f"counters[SOLVER] must be 0 (sgd) or 1 (adam), got {pc[C_SOLVER]}")
+    _check_loss(&net, pc[C_LOSS])
+    for i in range(n_order):
+        if po[i] < 0 or po[i] >= n:
+            raise ValueError(f"order[{i}] = {po[i]} is not a row of X ({n} rows)")
+    if n_order == 0:
+        return 0.0
+    batch_size = min(batch_size, n_order)
+    _check_work(wk, &net, batch_size)
+    cdef void* p_sw = NULL if sw is None else cnp.PyArray_DATA(sw)
+    with nogil:
+        if tn == cnp.NPY_DOUBLE:
+            loss = _train_epoch(&net, <double*>cnp.PyArray_DATA(th),
+                                <double*>cnp.PyArray_DATA(gr), <double*>cnp.PyArray_DATA(op),
+                                <const double*>cnp.PyArray_DATA(x),
+                                <const double*>cnp.PyArray_DATA(y), <const double*>p_sw,
+                                po, n_order, batch_size,
+                                <const double*>cnp.PyArray_DATA(hy),
+                                <int64_t*>cnp.PyArray_DATA(co), <double*>cnp.PyArray_DATA(wk))
+        else:
+            loss = _train_epoch(&net, <float*>cnp.PyArray_DATA(th),
+                                <float*>cnp.PyArray_DATA(gr), <float*>cnp.PyArray_DATA(op),
+                                <const float*>cnp.PyArray_DATA(x),
+                                <const float*>cnp.PyArray_DATA(y), <const float*>p_sw,
+                                po, n_order, batch_size,
+                                <const double*>cnp.PyArray_DATA(hy),
+                                <int64_t*>cnp.PyArray_DATA(co), <float*>cnp.PyArray_DATA(wk))
+    return loss
+
+
+cdef int _check_sizes(const Net* net, cnp.ndarray th, cnp.ndarray gr, cnp.ndarray x,
+                      cnp.ndarray y, cnp.ndarray sw) except -1:
+    cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0)
+    cdef Py_ssize_t n_out = net.layout[(net.n_layers - 1) * N_COLS + FAN_OUT]
+    if cnp.PyArray_DIM(th, 0) != net.n_params:
+        raise ValueError(f"theta has {cnp.PyArray_DIM(th, 0)} entries, layout needs "
+                         f"{net.n_params}")
+    if gr is not None and cnp.PyArray_DIM(gr, 0) != net.n_params:
+        raise ValueError(f"grad must have {net.n_params} entries")
+    if cnp.PyArray_DIM(x, 1) != net.layout[FAN_IN]:
+        raise ValueError(f"X has {cnp.PyArray_DIM(x, 1)} columns, the network takes "
+                         f"{net.layout[FAN_IN]}")
+    if y is not None and (cnp.PyArray_DIM(y, 0) != n or cnp.PyArray_DIM(y, 1) != n_out):
+        raise ValueError(f"Y must have shape ({n}, {n_out}), got {np.shape(y)}")
+    if sw is not None and cnp.PyArray_DIM(sw, 0) != n:
+        raise ValueError(f"sample_weight must have {n} entries")
+    return 0
+
+
+cdef int _check_loss(const Net* net, int64_t loss) except -1:
+    # delta = p - y holds only for the canonical (loss, output activation) pairs
+    cdef int64_t out_code = net.layout[(net.n_layers - 1) * N_COLS + ACT]
+    cdef int64_t expected
+    if not (0 <= loss <= 3):
+        raise ValueError(f"counters[LOSS] = {loss} is not a loss code (0-3)")
+    expected = (A_IDENTITY, A_EXP, A_LOGISTIC, A_SOFTMAX)[loss]
+    if out_code != expected:
+        raise ValueError(f"loss code {loss} needs output activation {expected}, the "
+                         f"layout has {out_code}")
+    return 0
+
+
+def loss_grad(theta, grad, layout, act_params, X, Y, sample_weight, double alpha,
+              counters, work):
+    """Full-batch loss (L2 term included) at ``theta``; writes the gradient into ``grad``.
+
+    Parameters
+    ----------
+    theta : ndarray of shape (n_params,), float32 or float64 (dtype D)
+    grad : ndarray of shape (n_params,), dtype D
+        Out: ``d loss / d theta``.
+    layout, act_params : ndarray
+        See :func:`train_epoch`.
+    X : ndarray of shape (n_samples, n_features)
+    Y : ndarray of shape (n_samples, n_outputs)
+    sample_weight : ndarray of shape (n_samples,) or None
+    alpha : float
+        L2 penalty.
+    counters : ndarray of shape (6,), int64
+        Only ``STEP``, ``SEED`` (RReLU) and ``LOSS`` are read; nothing is written.
+    work : ndarray of shape (>= workspace_size(layout, n_samples),), dtype D
+
+    Returns
+    -------
+    float
+    """
+    cdef Net net
+    cdef int tn = _theta_type(theta)
+    _parse_net(layout, act_params, &net)
+    cdef cnp.ndarray th = _arr(theta, "theta", tn, 1, False)
+    cdef cnp.ndarray gr = _arr(grad, "grad", tn, 1, True)
+    cdef cnp.ndarray x = _data(X, "X", tn, 2)
+    cdef cnp.ndarray y = _data(Y, "Y", tn, 2)
+    cdef cnp.ndarray sw = None if sample_weight is None else _data(sample_weight,
+                                                                    "sample_weight", tn, 1)
+    cdef cnp.ndarray co = _arr(counters, "counters", cnp.NPY_INT64, 1, False)
+    cdef cnp.ndarray wk = _arr(work, "work", tn, 1, True)
+    cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0)
+    cdef double loss
+    _check_sizes(&net, th, gr, x, y, sw)
+    if cnp.PyArray_DIM(co, 0) != 6:
+        raise ValueError("counters must have 6 entries")
+    cdef const int64_t* pc = <const int64_t*>cnp.PyArray_DATA(co)
+    _check_loss(&net, pc[C_LOSS])
+    if n == 0:
+        raise ValueError("loss_grad needs at least one sample")
+    _check_work(wk, &net, n)
+    cdef void* p_sw = NULL if sw is None else cnp.PyArray_DATA(sw)
+    with nogil:
+        if tn == cnp.NPY_DOUBLE:
+            loss = _loss_grad(&net, <const double*>cnp.PyArray_DATA(th),
+                              <double*>cnp.PyArray_DATA(gr), <const double*>cnp.PyArray_DATA(x),
+                              <const double*>cnp.PyArray_DATA(y), <const double*>p_sw, n,
+                              alpha, pc, <double*>cnp.PyArray_DATA(wk))
+        else:
+            loss = _loss_grad(&net, <const float*>cnp.PyArray_DATA(th),
+                              <float*>cnp.PyArray_DATA(gr), <const float*>cnp.PyArray_DATA(x),
+                              <const float*>cnp.PyArray_DATA(y), <const float*>p_sw, n,
+                              alpha, pc, <float*>cnp.PyArray_DATA(wk))
+    return loss
+
+
+def forward(theta, layout, act_params, X, out, bint apply_output, Py_ssize_t chunk_rows,
+            work):
+    """Prediction: the output layer's activations (or logits) for every row of ``X``.
+
+    Parameters
+    ----------
+    theta : ndarray of shape (n_params,), float32 or float64 (dtype D)
+    layout, act_params : ndarray
+        See :func:`train_epoch`.
+    X : ndarray of shape (n_samples, n_features)
+        Dense (converted to C order and dtype D if needed).
+    out : ndarray of shape (n_samples, n_outputs), dtype D, C-contiguous
+        Out: activations if ``apply_output`` else pre-activations. RReLU uses its mean
+        slope ``(lower + upper) / 2``.
+    apply_output : bool
+    chunk_rows : int
+        Rows processed per pass (the output GEMM writes straight into ``out``).
+    work : ndarray of shape (>= workspace_size(layout, min(chunk_rows, n_samples)),)
+    """
+    cdef Net net
+    cdef int tn = _theta_type(theta)
+    _parse_net(layout, act_params, &net)
+    cdef cnp.ndarray th = _arr(theta, "theta", tn, 1, False)
+    cdef cnp.ndarray x = _data(X, "X", tn, 2)
+    cdef cnp.ndarray o = _arr(out, "out", tn, 2, True)
+    cdef cnp.ndarray wk = _arr(work, "work", tn, 1, True)
+    cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0)
+    _check_sizes(&net, th, None, x, None, None)
+    if (cnp.PyArray_DIM(o, 0) != n or cnp.PyArray_DIM(o, 1)
+            != net.layout[(net.n_layers - 1) * N_COLS + FAN_OUT]):
+        raise ValueError(f"out has shape {np.shape(o)}, expected ({n}, "
+                         f"{net.layout[(net.n_layers - 1) * N_COLS + FAN_OUT]})")
+    if chunk_rows < 1:
+        raise ValueError("chunk_rows must be >= 1")
+    if n == 0:
+        return
+    chunk_rows = min(chunk_rows, n)
+    _check_work(wk, &net, chunk_rows)
+    with nogil:
+        if tn == cnp.NPY_DOUBLE:
+            _forward(&net, <const double*>cnp.PyArray_DATA(th),
+                     <const double*>cnp.PyArray_DATA(x), n, <double*>cnp.PyArray_DATA(o),
+                     apply_output, chunk_rows, <double*>cnp.PyArray_DATA(wk))
+        else:
+            _forward(&net, <const float*>cnp.PyArray_DATA(th),
+                     <const float*>cnp.PyArray_DATA(x), n, <float*>cnp.PyArray_DATA(o),
+                     apply_output, chunk_rows, <float*>cnp.PyArray_DATA(wk))
+
+
+# ================================================================== test wrappers
+def cpu_supports_avx2():
+    """Whether this CPU and OS run AVX2 code (selects the ``_cy_avx2`` build)."""
+    return bool(fastmlp_cpu_supports_avx2())
+
+
+
+def rrelu_uniform(seed, step, layer, Py_ssize_t n_rows, Py_ssize_t n_units):
+    """The RReLU uniforms of the contract as the kernels draw them, shape
+    ``(n_rows, n_units)``, float64 (compare with ``fastmlp.activations.rrelu_uniform``)."""
+    cdef uint64_t key = rrelu_layer_key(<uint64_t>seed, <uint64_t>step, <uint64_t>layer)
+    cdef cnp.ndarray u = np.empty((n_rows, n_units), dtype=np.float64)
+    cdef double* pu = <double*>cnp.PyArray_DATA(u)
+    cdef Py_ssize_t c
+    with nogil:
+        for c in range(n_rows * n_units):
+            pu[c] = _uniform(key, <uint64_t>c)
+    return u
+
+
+def activation_forward(int code, Z, bias, act_params_row, slopes=None, Py_ssize_t k=1,
+                       bint train=False, seed=0, step=0, layer=0):
+    """Run :func:`act_forward` on a copy of ``Z`` (rows, n_units * k) plus ``bias``.
+
+    Returns
+    -------
+    A : ndarray of shape (rows, n_units)
+        The activations.
+    F : ndarray of shape (rows, n_units) or None
+        ``f'(z)`` as stored for the backward pass (codes that store it, ``train`` only).
+    """
+    cdef int tn = _theta_type(Z)
+    cdef cnp.ndarray z = np.array(Z, order="C", copy=True)
+    cdef Py_ssize_t rows = z.shape[0], units = z.shape[1] // k
+    cdef cnp.ndarray b = _data(bias, "bias", tn, 1)
+    cdef cnp.ndarray p = _data(act_params_row, "act_params_row", cnp.NPY_DOUBLE, 1)
+    cdef cnp.ndarray s = None if slopes is None else _data(slopes, "slopes", tn, 1)
+    cdef bint sep = code == A_PRELU or code == A_MAXOUT
+    cdef cnp.ndarray a = np.empty((rows, units), dtype=z.dtype) if sep else z
+    cdef cnp.ndarray f = np.empty((rows, units), dtype=z.dtype) if _stores_fprime(code) else None
+    if b.shape[0] != units * k or p.shape[0] != 2 or z.shape[1] != units * k:
+        raise ValueError("bias must have n_units * k entries and act_params_row 2")
+    if code == A_PRELU and (s is None or s.shape[0] != units):
+        raise ValueError("prelu needs one slope per unit")
+    if not (0 <= code <= A_MAXOUT or code == A_SOFTMAX or code == A_EXP):
+        raise ValueError(f"unknown activation code {code}")
+    cdef uint64_t key = rrelu_layer_key(<uint64_t>seed, <uint64_t>step, <uint64_t>layer)
+    if tn == cnp.NPY_DOUBLE:
+        act_forward(code, <const double*>cnp.PyArray_DATA(p), <double*>cnp.PyArray_DATA(z),
+                    <double*>cnp.PyArray_DATA(a),
+                    <double*>NULL if f is None else <double*>cnp.PyArray_DATA(f),
+                    <const double*>cnp.PyArray_DATA(b),
+                    <const double*>NULL if s is None else <const double*>cnp.PyArray_DATA(s),
+                    rows, units, k, train, key)
+    else:
+        act_forward(code, <const double*>cnp.PyArray_DATA(p), <float*>cnp.PyArray_DATA(z),
+                    <float*>cnp.PyArray_DATA(a),
+                    <float*>NULL if f is None else <float*>cnp.PyArray_DATA(f),
+                    <const float*>cnp.PyArray_DATA(b),
+                    <const float*>NULL if s is None else <const float*>cnp.PyArray_DATA(s),
+                    rows, units, k, train, key)
+    return a, (f if train else None)
+
+
+def row_major_gemm(str ta, str tb, double alpha, A, B, double beta, C):
+    """``C := alpha op(A) op(B) + beta C`` on C-ordered arrays through the kernels' GEMM
+    wrapper (``ta``, ``tb`` in {'n', 't'}); ``C`` is updated in place and returned."""
+    cdef int tn = _theta_type(C)
+    cdef cnp.ndarray a = _arr(A, "A", tn, 2, False)
+    cdef cnp.ndarray b = _arr(B, "B", tn, 2, False)
+    cdef cnp.ndarray c = _arr(C, "C", tn, 2, True)
+    cdef int m = c.shape[0], n = c.shape[1]
+    cdef int k = a.shape[1] if ta == "n" else a.shape[0]
+    if ((a.shape[0] if ta == "n" else a.shape[1]) != m
+            or (b.shape[0] if tb == "n" else b.shape[1]) != k
+            or (b.shape[1] if tb == "n" else b.shape[0]) != n or ta not in "nt"
+            or tb not in "nt"):
+        raise ValueError("shapes do not match")
+    cdef char cta = ord(ta), ctb = ord(tb)
+    if tn == cnp.NPY_DOUBLE:
+        gemm(cta, ctb, m, n, k, alpha, <const double*>cnp.PyArray_DATA(a), a.shape[1],
+             <const double*>cnp.PyArray_DATA(b), b.shape[1], beta,
+             <double*>cnp.PyArray_DATA(c), n)
+    else:
+        gemm(cta, ctb, m, n, k, <float>alpha, <const float*>cnp.PyArray_DATA(a), a.shape[1],
+             <const float*>cnp.PyArray_DATA(b), b.shape[1], <float>beta,
+             <float*>cnp.PyArray_DATA(c), n)
+    return C
+
+
+def optimizer_step(theta, grad, opt_state, Py_ssize_t n_coef, hyper, counters,
+                   double sw_sum):
+    """One fused optimizer step on the flat vectors, as ``train_epoch`` takes it after
+    each batch.
+
+    Parameters
+    ----------
+    theta : ndarray of shape (n_params,), float32 or float64 (dtype D)
+        Updated in place.
+    grad : ndarray of shape (n_params,), dtype D
+        The UNSCALED gradient (``A^T delta`` without L2, delta sums, slope sums).
+    opt_state : ndarray of shape (2, n_params), dtype D
+        Updated in place.
+    n_coef : int
+        ``theta[:n_coef]`` are the weights (the L2 term applies to them).
+    hyper : ndarray of shape (6,), float64
+    counters : ndarray of shape (6,), int64
+        ``SOLVER`` and ``NESTEROV`` are read, ``ADAM_T`` is incremented (Adam).
+    sw_sum : float
+        Sum of the batch's sample weights.
+
+    Returns
+    -------
+    float
+        ``||theta[:n_coef]||^2`` before the step (0 when ``alpha`` is 0).
+    """
+    cdef int tn = _theta_type(theta)
+    cdef cnp.ndarray th = _arr(theta, "theta", tn, 1, True)
+    cdef cnp.ndarray gr = _arr(grad, "grad", tn, 1, False)
+    cdef cnp.ndarray op = _arr(opt_state, "opt_state", tn, 2, True)
+    cdef cnp.ndarray hy = _arr(hyper, "hyper", cnp.NPY_DOUBLE, 1, False)
+    cdef cnp.ndarray co = _arr(counters, "counters", cnp.NPY_INT64, 1, True)
+    cdef Py_ssize_t n = cnp.PyArray_DIM(th, 0)
+    cdef double* h = <double*>cnp.PyArray_DATA(hy)
+    cdef int64_t* c = <int64_t*>cnp.PyArray_DATA(co)
+    cdef double ss, lr_t
+    if (cnp.PyArray_DIM(gr, 0) != n or cnp.PyArray_DIM(op, 0) != 2
+            or cnp.PyArray_DIM(op, 1) != n or not 0 <= n_coef <= n
+            or cnp.PyArray_DIM(hy, 0) != 6 or cnp.PyArray_DIM(co, 0) != 6):
+        raise ValueError("inconsistent shapes")
+    cdef void* pt = cnp.PyArray_DATA(th)
+    cdef void* pg = cnp.PyArray_DATA(gr)
+    cdef void* po = cnp.PyArray_DATA(op)
+    with nogil:
+        if c[C_SOLVER] == 1:
+            c[C_ADAM_T] += 1
+            lr_t = h[H_LR] * sqrt(1.0 - pow(h[H_BETA_2], <double>c[C_ADAM_T])) / (
+                1.0 - pow(h[H_BETA_1], <double>c[C_ADAM_T]))
+            if tn == cnp.NPY_DOUBLE:
+                ss = adam_step(<double*>pt, <const double*>pg, <double*>po, <double*>po + n,
+                               n, n_coef, lr_t, h[H_BETA_1], h[H_BETA_2], h[H_EPSILON],
+                               h[H_ALPHA], sw_sum)
+            else:
+                ss = adam_step(<float*>pt, <const float*>pg, <float*>po, <float*>po + n, n,
+                               n_coef, lr_t, h[H_BETA_1], h[H_BETA_2], h[H_EPSILON],
+                               h[H_ALPHA], sw_sum)
+        else:
+            if tn == cnp.NPY_DOUBLE:
+                ss = sgd_step(<double*>pt, <const double*>pg, <double*>po, n, n_coef,
+                              h[H_LR], h[H_MOMENTUM], c[C_NESTEROV] != 0, h[H_ALPHA], sw_sum)
+            else:
+                ss = sgd_step(<float*>pt, <const float*>pg, <float*>po, n, n_coef, h[H_LR],
+                              h[H_MOMENTUM], c[C_NESTEROV] != 0, h[H_ALPHA], sw_sum)
+    return ss
