@@ -45,6 +45,7 @@ _MEMBERS = {"model_json", "theta", "best_theta", "moments", "classes", "lb_class
             "random_state_keys"}
 _MAX_JSON_BYTES = 256 * 2**20
 _MAX_UNITS = 2**31  # per layer; keeps every product of the layout within int64
+_MAX_LAYERS = 10_000
 _INT64_MAX = 2**63 - 1
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _CLASS_KINDS = "biufU"  # bool, signed/unsigned int, float, unicode
@@ -666,7 +667,7 @@ def _restore_fitted(est, fitted, arrays):
         hidden_acts, hidden_params = est._hidden_activations(len(hidden))
     except (ValueError, TypeError, KeyError) as exc:
         raise _Invalid(f"the network parameters are invalid: {exc}") from None
-    if any(h > _MAX_UNITS for h in hidden):
+    if any(h > _MAX_UNITS for h in hidden) or len(hidden) > _MAX_LAYERS:
         raise _Invalid("hidden_layer_sizes is implausibly large")
     out_act = attrs["out_activation_"]
     expected_out = (("exp" if est.loss == "poisson" else "identity") if not is_classifier(est)

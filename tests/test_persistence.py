@@ -294,6 +294,29 @@ def test_saved_file_is_json_and_numeric_arrays_only(tmp_path):
     assert doc["fitted"]["network"]["layer_units"] == [3, 5, 4, 3]
 
 
+def test_save_of_a_loaded_model_is_identical(backend, tmp_path):
+    est, y = _fit("multiclass-obj", "sgd-adaptive", backend, early_stopping=True)
+    first, second = io.BytesIO(), io.BytesIO()
+    est.save(first)
+    first.seek(0)
+    fastmlp.load(first).save(second)
+    a, b = _members(first.getvalue()), _members(second.getvalue())
+    assert a.keys() == b.keys()
+    for k in a:
+        assert_array_equal(a[k], b[k], strict=True)
+
+
+def test_too_many_layers_refused():
+    est = MLPRegressor(hidden_layer_sizes=(2,), max_iter=1, backend="numpy").fit(X, X[:, 0])
+    buf = io.BytesIO()
+    est.save(buf)
+    members = _members(buf.getvalue())
+    doc = _doc(members)
+    doc["params"]["hidden_layer_sizes"] = [1] * 20000
+    with pytest.raises(ValueError, match="implausibly large"):
+        _load_bytes(_pack(_with_doc(members, doc)))
+
+
 def test_callable_init_cannot_be_saved(tmp_path):
     def my_init(rng, fan_in, fan_out, dtype):
         return rng.uniform(-0.1, 0.1, (fan_in, fan_out)).astype(dtype)
