@@ -46,6 +46,12 @@ def check_gradients(estimator, X, y, eps=1e-6, sample_weight=None, max_params=No
         f(\theta) = \frac{\sum_i w_i\, \ell(y_i, p_i(\theta))}{\sum_i w_i}
                     + \frac{\alpha}{2 \sum_i w_i} \sum_l \lVert W_l \rVert_F^2
 
+    For a regressor with ``loss='squared_error'`` and :math:`K > 1` outputs, the data term
+    is multiplied by :math:`K`: scikit-learn's loss :math:`\ell` averages the squared error
+    over the outputs while its training gradient (the output delta :math:`p - y`) is that of
+    their sum (scikit-learn issue #8349), and fastmlp keeps both for drop-in parity; the check
+    is of the objective that training follows.
+
     For each checked parameter :math:`\theta_j` (every weight, intercept and learnable PReLU
     slope, or a random subset), the backpropagated gradient :math:`g^{bp}_j` (the backend's
     ``loss_grad``) is compared with the central difference (seed 003, section 4.5.1)
@@ -148,10 +154,22 @@ def check_gradients(estimator, X, y, eps=1e-6, sample_weight=None, max_params=No
     counters = _counters(est, "sgd")
     alpha = float(est.alpha)
 
+    # scikit-learn's squared error reports the mean over the outputs, but trains with the
+    # output delta p - y, the gradient of their sum (scikit-learn issue #8349). fastmlp keeps
+    # both for drop-in parity, so with several outputs the objective that backpropagation
+    # differentiates is the data term times n_outputs, plus the L2 term.
+    data_scale = Y.shape[1] if net.out_activation == "identity" else 1
+    sw_sum = X.shape[0] if sample_weight is None else float(sample_weight.sum())
+    coefs = net.coef_views(theta)
+
     def loss_and_grad(out):
         with np.errstate(over="ignore", under="ignore"):
-            return float(backend.loss_grad(theta, out, net.layout, net.act_params, X, Y,
+            loss = float(backend.loss_grad(theta, out, net.layout, net.act_params, X, Y,
                                            sample_weight, alpha, counters, work))
+        if data_scale == 1:
+            return loss
+        l2 = 0.5 * alpha * sum(float(np.dot(w.ravel(), w.ravel())) for w in coefs) / sw_sum
+        return data_scale * (loss - l2) + l2
 
     loss = loss_and_grad(grad)
     g_bp = grad.copy()
