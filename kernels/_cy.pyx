@@ -113,13 +113,18 @@ cdef inline floating _fsqrt(floating x) noexcept nogil:
 
 
 cdef inline floating _expit(floating z) noexcept nogil:
-    """1 / (1 + e^-z) without overflow: exp is only taken of a non-positive number."""
-    cdef floating e
+    """1 / (1 + e^-z) without overflow: exp is only taken of a non-positive number.
+
+    Evaluated in the dtype (a literal ``1`` would make Cython compute float32 in double), as
+    scipy's ``expit`` does: near saturation a one-ulp difference in ``p`` moves
+    ``log(1 - p)`` a lot, so the kernels round like the reference.
+    """
+    cdef floating e, one = 1
     if z >= 0:
         e = _fexp(-z)
-        return 1 / (1 + e)
+        return one / (one + e)
     e = _fexp(z)
-    return e / (1 + e)
+    return e / (one + e)
 
 
 cdef inline double _expit_d(double z) noexcept nogil:
