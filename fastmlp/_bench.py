@@ -1,0 +1,1088 @@
+"""``python -m fastmlp bench``: the workloads of WORKLOADS.md, side by side, in one process.
+
+What it measures (the workloads themselves are defined once, in
+:mod:`fastmlp._bench_workloads`):
+
+- **training** W1-W6: scikit-learn float64 and float32, fastmlp for every backend that loads
+  x {float64, float32}, and PyTorch on the CPU (float64 and float32) when it is installed.
+  Variants are interleaved (A B C A B C ...) so that the machine's noise hits them alike;
+  each gets one untimed warm-up fit on a few rows first (imports, JIT compilation). Reported:
+  median and min-max seconds, the ratio of medians against scikit-learn float64 and against
+  fastmlp's NumPy backend in the same dtype, GFLOP/s (``6 x n_samples x n_params x epochs``
+  over the median time) and its fraction of the GEMM peak of the same dtype, and the peak
+  memory of one extra, untimed, one-epoch fit (see :func:`_peak_memory`).
+- **GEMM peak**: ``numpy.matmul`` of two 2048 x 2048 matrices per dtype, best of several,
+  measured before and after the training section; the larger value is the peak.
+- **prediction** on the W1 model (float64): ``predict`` and ``predict_proba`` of one row
+  (median over at least 1000 calls, each timed alone) and of all 1797 rows.
+- **cold start**: a fresh ``python`` that imports the library, fits W1 and predicts once,
+  timed as a whole process; scikit-learn, fastmlp with each backend and ``'auto'``, and an
+  empty interpreter for reference.
+- **GridSearchCV scaling**: the same small grid on W1's data with ``n_jobs=1`` and
+  ``n_jobs=2`` under joblib's threading backend.
+
+Outputs ``results.md``, ``results.json`` (every raw timing and the machine) and
+``speedup.png`` into ``--out``; the Markdown table is also printed. Progress goes to stderr.
+Timings are never asserted: a slow machine is reported, not failed.
+"""
+
+import argparse
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from datetime import datetime, timezone
+
+import numpy as np
+
+from . import _bench_workloads as bw
+
+__all__ = ["main", "FLOORS"]
+
+DTYPES = {"f64": np.float64, "f32": np.float32}
+SECTIONS = ("training", "predict", "cold", "grid")
+
+FLOORS = {
+    "f64": {"W1": 3.5, "W2": 12.0, "W3": 2.0, "W4": 1.25, "W5": 50.0, "W6": 4.0},
+    "f32": {"W1": 5.0, "W2": 14.0, "W3": 2.8, "W4": 2.2},
+    "W4_gemm_fraction": 0.85,
+    "predict_one_row_us": 10.0,
+    "grid_speedup": 1.7,
+}
+"""Speed floors of issue 4 for the compiled backends (speedups are against scikit-learn
+float64). Reported next to the measurements in ``results.md``; never asserted."""
+
+COMPILED = ("numba", "cython")
+
+_T0 = time.perf_counter()
+
+
+def _log(msg):
+    """Progress line on stderr (stdout carries the final table)."""
+    print(f"[bench {time.perf_counter() - _T0:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------ arguments
+def _parse_args(argv):
+    p = argparse.ArgumentParser(
+        prog="python -m fastmlp bench",
+        description="Benchmark fastmlp against scikit-learn (and PyTorch when installed) on "
+        "the workloads W1-W6 of WORKLOADS.md, prediction latency, cold start and "
+        "GridSearchCV scaling. Writes results.md, results.json and speedup.png.",
+    )
+    p.add_argument("--quick", action="store_true",
+                   help="small sizes, few epochs and repeats (~1-2 minutes; numbers are "
+                   "only a smoke test, not comparable with a full run)")
+    p.add_argument("--workloads", default=",".join(bw.WORKLOADS),
+                   help="comma-separated training workloads (default: all, W1,...,W6)")
+    p.add_argument("--out", default="bench-out", help="output directory (default: bench-out)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed runs per training variant (default 5, quick 2)")
+    p.add_argument("--sections", default=",".join(SECTIONS),
+                   help="comma-separated subset of: " + ",".join(SECTIONS))
+    p.add_argument("--backends", default=None,
+                   help="comma-separated fastmlp backends to run (default: every one that "
+                   "loads)")
+    p.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
+    p.add_argument("--no-memory", action="store_true",
+                   help="skip the extra untimed fit that measures peak memory")
+    p.add_argument("--blas-threads", type=int, default=None,
+                   help="limit BLAS/OpenMP threads (threadpoolctl; also PyTorch's threads and "
+                   "the cold-start processes' environment). Default: the libraries' defaults, "
+                   "as WORKLOADS.md asks; on a busy shared machine 1 avoids oversubscription")
+    p.add_argument("--cold-runs", type=int, default=None,
+                   help="processes per cold-start variant (default 5, quick 2)")
+    args = p.parse_args(argv)
+    args.workloads = [bw.get_workload(w).id for w in args.workloads.split(",") if w.strip()]
+    args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    bad = set(args.sections) - set(SECTIONS)
+    if bad:
+        p.error(f"unknown section(s) {sorted(bad)}; choose from {', '.join(SECTIONS)}")
+    if args.repeats is None:
+        args.repeats = 2 if args.quick else 5
+    if args.cold_runs is None:
+        args.cold_runs = 2 if args.quick else 5
+    if args.repeats < 1 or args.cold_runs < 1:
+        p.error("--repeats and --cold-runs must be at least 1")
+    return args
+
+
+# ---------------------------------------------------------------------------- environment
+def _pkg_version(name):
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_commit():
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=here, capture_output=True, text=True, timeout=10)
+        if out.returncode == 0:
+            return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return None
+
+
+def _loadavg():
+    try:
+        return list(os.getloadavg())
+    except OSError:
+        return None
+
+
+def machine_info(backends_status, torch_used):
+    """Date, CPU, versions and BLAS of this run.
+
+    Parameters
+    ----------
+    backends_status : dict
+        :func:`fastmlp.available_backends` output.
+    torch_used : bool
+        Whether PyTorch ran (its thread count is recorded then).
+
+    Returns
+    -------
+    dict
+    """
+    from threadpoolctl import threadpool_info
+
+    import fastmlp
+
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = os.cpu_count()
+    versions = {"python": platform.python_version(), "fastmlp": fastmlp.__version__}
+    for key, dist in [("numpy", "numpy"), ("scipy", "scipy"), ("sklearn", "scikit-learn"),
+                      ("numba", "numba"), ("cython", "Cython"), ("torch", "torch"),
+                      ("joblib", "joblib"), ("threadpoolctl", "threadpoolctl"),
+                      ("matplotlib", "matplotlib")]:
+        versions[key] = _pkg_version(dist)
+    info = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": affinity,
+        "platform": platform.platform(),
+        "python_executable": sys.executable,
+        "versions": versions,
+        "blas": [
+            {k: d.get(k) for k in ("user_api", "internal_api", "prefix", "version",
+                                   "num_threads", "threading_layer", "architecture",
+                                   "filepath")}
+            for d in threadpool_info()
+        ],
+        "backends": {k: (v is None) for k, v in backends_status.items()},
+        "backend_errors": {k: v for k, v in backends_status.items() if v},
+        "git_commit": _git_commit(),
+        "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                               "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
+                                               "PYTHONDONTWRITEBYTECODE")
+                if os.environ.get(k) is not None},
+    }
+    if torch_used:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+    return info
+
+
+def _blas_summary(info):
+    parts = []
+    for d in info["blas"]:
+        if d.get("user_api") == "blas":
+            parts.append(f"{d.get('internal_api')} {d.get('version')} "
+                         f"({d.get('architecture')}, {d.get('num_threads')} threads)")
+    return "; ".join(dict.fromkeys(parts)) or "unknown"
+
+
+# --------------------------------------------------------------------------------- timing
+def _stats(times):
+    t = [float(x) for x in times]
+    return {"median": statistics.median(t), "min": min(t), "max": max(t), "n": len(t)}
+
+
+def gemm_peak(repeats=5, n=2048):
+    """Best GFLOP/s of ``numpy.matmul`` on two ``n x n`` matrices, per dtype.
+
+    Parameters
+    ----------
+    repeats : int, default=5
+        Timed products per dtype (after one warm-up).
+    n : int, default=2048
+
+    Returns
+    -------
+    dict
+        ``{'f64': {'times': [...], 'gflops': best}, 'f32': {...}}``.
+    """
+    out = {}
+    rng = np.random.default_rng(0)
+    for key, dt in DTYPES.items():
+        a = rng.random((n, n)).astype(dt)
+        b = rng.random((n, n)).astype(dt)
+        c = np.empty((n, n), dtype=dt)
+        np.matmul(a, b, out=c)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            np.matmul(a, b, out=c)
+            times.append(time.perf_counter() - t)
+        out[key] = {"times": times, "gflops": 2.0 * n**3 / min(times) / 1e9}
+    return out
+
+
+# ------------------------------------------------------------------------------- variants
+def _variants(backends, use_torch):
+    """Training variants: (key, lib, backend, dtype key), in the order they run each round."""
+    v = [("sklearn-f64", "sklearn", None, "f64"), ("sklearn-f32", "sklearn", None, "f32")]
+    for b in backends:
+        for d in DTYPES:
+            v.append((f"fastmlp-{b}-{d}", "fastmlp", b, d))
+    if use_torch:
+        v += [("torch-f64", "torch", None, "f64"), ("torch-f32", "torch", None, "f32")]
+    return [dict(key=k, lib=lib, backend=b, dtype=d) for k, lib, b, d in v]
+
+
+def _label(v):
+    if v["lib"] == "fastmlp":
+        return f"fastmlp {v['backend']} {v['dtype']}"
+    return f"{v['lib']} {v['dtype']}"
+
+
+def _fit_variant(v, wid, X, y, epochs):
+    """Fit one variant; returns the fitted model (estimator or torch module)."""
+    if v["lib"] == "torch":
+        return bw.torch_fit(wid, X, y, epochs=epochs)
+    est = bw.make_estimator(v["lib"], wid, epochs=epochs, backend=v["backend"])
+    return bw.fit_estimator(est, X, y)
+
+
+def _peak_memory(v, wid, X, y):
+    """Peak bytes traced by ``tracemalloc`` during one untimed one-epoch fit.
+
+    What this sees: memory allocated through Python's and NumPy's allocators during the fit
+    and alive at its peak (workspaces, parameter and optimizer vectors, copies of the data,
+    per-batch temporaries), not the input data allocated before. It does not see memory that
+    compiled code or BLAS allocate with ``malloc`` directly, nor PyTorch's allocator (torch
+    variants report ``None``). One epoch suffices: the buffers do not grow with epochs.
+    """
+    if v["lib"] == "torch":
+        return None
+    gc.collect()
+    tracemalloc.start()
+    try:
+        _fit_variant(v, wid, X, y, 1)
+        return int(tracemalloc.get_traced_memory()[1])
+    finally:
+        tracemalloc.stop()
+
+
+def run_training(wid, variants, repeats, quick, memory=True):
+    """Time every variant on workload ``wid``, interleaved, ``repeats`` rounds.
+
+    Returns
+    -------
+    dict
+        ``{'workload': ..., 'variants': {key: {...}}}`` with raw times, statistics, final
+        loss, peak memory, and an ``error`` string for a variant that failed.
+    """
+    w = bw.get_workload(wid)
+    epochs = w.epochs_for(quick)
+    X64, y = bw.make_data(wid, quick=quick)
+    data = {"f64": X64, "f32": np.ascontiguousarray(X64, dtype=np.float32)}
+    n_samples = X64.shape[0]
+    flops = bw.training_flops(wid, n_samples, epochs)
+    res = {
+        "workload": dict(w.describe(), n_samples=n_samples, n_features=X64.shape[1],
+                         epochs_run=epochs, n_params=bw.n_params(wid), flops_per_fit=flops),
+        "variants": {},
+    }
+    live = []
+    # warm-up on a few rows and one epoch: imports, JIT compilation and first-call caches
+    # must not land in the first timed round
+    n_warm = min(n_samples, max(64, 2 * w.batch_size))
+    for v in variants:
+        r = res["variants"][v["key"]] = dict(v, label=_label(v), times=[], loss=None,
+                                             error=None)
+        try:
+            _fit_variant(v, wid, data[v["dtype"]][:n_warm], y[:n_warm], 1)
+            live.append(v)
+        except Exception as exc:  # report and go on: one broken variant must not stop the run
+            r["error"] = f"{type(exc).__name__}: {exc}"
+            _log(f"{wid} {r['label']}: FAILED in warm-up: {r['error']}")
+    for rnd in range(repeats):
+        for v in list(live):
+            r = res["variants"][v["key"]]
+            gc.collect()
+            try:
+                t = time.perf_counter()
+                model = _fit_variant(v, wid, data[v["dtype"]], y, epochs)
+                dt = time.perf_counter() - t
+            except Exception as exc:
+                r["error"] = f"{type(exc).__name__}: {exc}"
+                _log(f"{wid} {r['label']}: FAILED: {r['error']}")
+                live.remove(v)
+                continue
+            r["times"].append(dt)
+            if hasattr(model, "loss_"):
+                r["loss"] = float(model.loss_)
+            if hasattr(model, "backend_"):
+                r["backend_used"] = model.backend_
+            _log(f"{wid} round {rnd + 1}/{repeats} {r['label']:<22} {dt:8.3f} s")
+    if memory:
+        for v in live:
+            r = res["variants"][v["key"]]
+            try:
+                r["mem_peak_bytes"] = _peak_memory(v, wid, data[v["dtype"]], y)
+            except Exception as exc:
+                r["mem_peak_bytes"] = None
+                r["mem_error"] = f"{type(exc).__name__}: {exc}"
+        _log(f"{wid} peak memory measured")
+    return res
+
+
+def _derive_training(tr, gemm):
+    """Add statistics, speedups, GFLOP/s and fraction of the GEMM peak (in place)."""
+    for wid, res in tr.items():
+        flops = res["workload"]["flops_per_fit"]
+        vs = res["variants"]
+        for r in vs.values():
+            if r["times"]:
+                r.update(_stats(r["times"]))
+                r["gflops"] = flops / r["median"] / 1e9
+                peak = gemm.get(r["dtype"], {}).get("gflops") if gemm else None
+                r["gemm_fraction"] = r["gflops"] / peak if peak else None
+        base = vs.get("sklearn-f64", {}).get("median")
+        for r in vs.values():
+            if "median" not in r:
+                continue
+            r["speedup_vs_sklearn_f64"] = base / r["median"] if base else None
+            ref = vs.get(f"fastmlp-numpy-{r['dtype']}", {}).get("median")
+            r["speedup_vs_numpy"] = ref / r["median"] if ref else None
+
+
+# ----------------------------------------------------------------------------- prediction
+def run_predict(backends, quick, use_torch, one_row_calls=None, all_rows_calls=None):
+    """One-row and all-rows ``predict`` / ``predict_proba`` latency on the W1 model (float64).
+
+    Calls are timed one by one (``perf_counter_ns``) in blocks of 50, the variants taking
+    turns block by block; the median per call is reported.
+    """
+    one_row_calls = one_row_calls or (1000 if quick else 2000)
+    all_rows_calls = all_rows_calls or (10 if quick else 200)
+    epochs = bw.get_workload("W1").epochs_for(quick)
+    X, y = bw.make_data("W1", quick=False)
+    X = np.array(X)  # a plain writable array, as a user would hold
+    x1 = np.ascontiguousarray(X[:1])
+    models = {}
+    errors = {}
+    variants = [("sklearn-f64", "sklearn", None)] + [(f"fastmlp-{b}-f64", "fastmlp", b)
+                                                    for b in backends]
+    for key, lib, b in variants:
+        try:
+            est = bw.make_estimator(lib, "W1", epochs=epochs, backend=b)
+            models[key] = bw.fit_estimator(est, X, y)
+        except Exception as exc:
+            errors[key] = f"{type(exc).__name__}: {exc}"
+    ops = {}
+    for key, m in models.items():
+        ops[key] = {
+            "predict_1": (m.predict, x1), "proba_1": (m.predict_proba, x1),
+            "predict_all": (m.predict, X), "proba_all": (m.predict_proba, X),
+        }
+    if use_torch:
+        import torch
+
+        tm = bw.torch_fit("W1", X, y, epochs=epochs)
+        xt1, xt = torch.from_numpy(x1), torch.from_numpy(X)
+        ops["torch-f64"] = {
+            "predict_1": (lambda a: bw.torch_forward(tm, a, proba=False), xt1),
+            "proba_1": (lambda a: bw.torch_forward(tm, a, proba=True), xt1),
+            "predict_all": (lambda a: bw.torch_forward(tm, a, proba=False), xt),
+            "proba_all": (lambda a: bw.torch_forward(tm, a, proba=True), xt),
+        }
+    res = {"n_rows_all": int(X.shape[0]), "dtype": "f64", "variants": {}}
+    for key in ops:
+        res["variants"][key] = {"label": key.replace("-", " "), "ops": {}}
+    for key, err in errors.items():
+        res["variants"][key] = {"label": key.replace("-", " "), "ops": {}, "error": err}
+    block = 50
+    for op, n_calls in [("predict_1", one_row_calls), ("proba_1", one_row_calls),
+                        ("predict_all", all_rows_calls), ("proba_all", all_rows_calls)]:
+        samples = {key: [] for key in ops}
+        for key in ops:  # warm-up: first-call caches, lazy imports
+            f, a = ops[key][op]
+            for _ in range(5):
+                f(a)
+        done = 0
+        while done < n_calls:
+            nb = min(block, n_calls - done)
+            for key in ops:
+                f, a = ops[key][op]
+                s = samples[key]
+                for _ in range(nb):
+                    t = time.perf_counter_ns()
+                    f(a)
+                    s.append((time.perf_counter_ns() - t) * 1e-9)
+            done += nb
+        for key in ops:
+            st = _stats(samples[key])
+            st["times"] = samples[key]
+            res["variants"][key]["ops"][op] = st
+        _log(f"predict {op}: " + ", ".join(
+            f"{k} {_fmt_us(res['variants'][k]['ops'][op]['median'])}" for k in ops))
+    base = res["variants"].get("sklearn-f64", {}).get("ops", {})
+    for r in res["variants"].values():
+        for op, st in r["ops"].items():
+            b = base.get(op, {}).get("median")
+            st["speedup_vs_sklearn"] = b / st["median"] if b else None
+    if use_torch:
+        res["variants"]["torch-f64"]["note"] = "bare torch forward: no input validation"
+    return res
+
+
+# ----------------------------------------------------------------------------- cold start
+_COLD_SCRIPT = """\
+import sys, warnings
+lib, backend = sys.argv[1], sys.argv[2]
+if lib == "python":
+    raise SystemExit(0)
+if lib == "sklearn":
+    from sklearn.neural_network import MLPClassifier
+    kw = {{}}
+else:
+    from fastmlp import MLPClassifier
+    kw = {{"backend": backend}}
+from sklearn.datasets import load_digits
+X, y = load_digits(return_X_y=True)
+warnings.simplefilter("ignore")
+clf = MLPClassifier(**{params!r}, **kw).fit(X, y)
+clf.predict(X[:1])
+print(getattr(clf, "backend_", ""))
+"""
+
+
+def cold_start_script(epochs=None):
+    """The cold-start script: import, fit W1, predict one row (W1's settings inlined).
+
+    It takes ``lib`` (``'sklearn'``, ``'fastmlp'`` or ``'python'`` for an empty interpreter)
+    and ``backend`` as arguments and is self-contained, so that the scikit-learn run never
+    imports fastmlp.
+    """
+    return _COLD_SCRIPT.format(params=bw.estimator_params("W1", epochs))
+
+
+def run_cold_start(backends, runs, quick, variants=None, blas_threads=None):
+    """Time fresh processes (import, fit W1, predict once), interleaved, ``runs`` each.
+
+    Parameters
+    ----------
+    backends : list of str
+        fastmlp backends to start (``'auto'`` is added).
+    runs : int
+    quick : bool
+        Quick mode fits W1 for its quick number of epochs.
+    variants : list of (key, lib, backend), optional
+        Overrides the default list (used by the tests).
+    blas_threads : int, optional
+        Thread limit passed to the processes through ``OMP_NUM_THREADS``,
+        ``OPENBLAS_NUM_THREADS`` and ``MKL_NUM_THREADS``; default: inherit the environment.
+
+    Returns
+    -------
+    dict
+    """
+    epochs = bw.get_workload("W1").epochs_for(quick)
+    script = cold_start_script(epochs)
+    if variants is None:
+        variants = [("python", "python", "-"), ("sklearn", "sklearn", "-")]
+        variants += [(f"fastmlp-{b}", "fastmlp", b) for b in list(backends) + ["auto"]]
+    env = None
+    if blas_threads is not None:
+        env = dict(os.environ)
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = str(blas_threads)
+    res = {"epochs": epochs, "script": script, "variants": {}}
+    for key, lib, b in variants:
+        res["variants"][key] = {"label": key, "lib": lib, "backend": b, "times": [],
+                                "error": None}
+    for rnd in range(runs):
+        for key, lib, b in variants:
+            r = res["variants"][key]
+            if r["error"]:
+                continue
+            t = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-c", script, lib, b], capture_output=True,
+                                  text=True, env=env)
+            dt = time.perf_counter() - t
+            if proc.returncode != 0:
+                r["error"] = (proc.stderr.strip().splitlines() or ["exit code "
+                                                                   f"{proc.returncode}"])[-1]
+                _log(f"cold start {key}: FAILED: {r['error']}")
+                continue
+            r["times"].append(dt)
+            r["backend_used"] = proc.stdout.strip() or None
+            _log(f"cold start round {rnd + 1}/{runs} {key:<16} {dt:7.3f} s")
+    base = None
+    for key, r in res["variants"].items():
+        if r["times"]:
+            r.update(_stats(r["times"]))
+            r["first"] = r["times"][0]
+    base = res["variants"].get("sklearn", {}).get("median")
+    for r in res["variants"].values():
+        if "median" in r:
+            r["ratio_vs_sklearn"] = r["median"] / base if base else None
+    return res
+
+
+# ----------------------------------------------------------------------------- GridSearch
+GRID = {"alpha": [1e-4, 1e-3], "hidden_layer_sizes": [(32,), (64,)]}
+
+
+def run_gridsearch(backends, repeats, quick):
+    """``GridSearchCV`` on W1's data: ``n_jobs=1`` vs ``n_jobs=2`` (joblib threading).
+
+    The grid is :data:`GRID` (4 candidates) with 3-fold CV (2 in quick mode), ``refit=False``
+    so only the parallel part is timed; W1's settings with 50 epochs (3 in quick mode). BLAS
+    keeps its default thread count, as a user would have it.
+    """
+    import joblib
+    from sklearn.model_selection import GridSearchCV
+
+    try:
+        from joblib import parallel_config as _ctx
+    except ImportError:  # joblib < 1.3
+        from joblib import parallel_backend as _ctx
+    epochs = 3 if quick else 50
+    cv = 2 if quick else 3
+    X, y = bw.make_data("W1", quick=False)
+    variants = [("sklearn", "sklearn", None)] + [(f"fastmlp-{b}", "fastmlp", b)
+                                                for b in backends]
+    res = {"grid": {k: [list(x) if isinstance(x, tuple) else x for x in v]
+                    for k, v in GRID.items()},
+           "cv": cv, "epochs": epochs, "joblib": joblib.__version__, "variants": {}}
+    for key, lib, b in variants:
+        res["variants"][key] = {"label": key, "n_jobs_1": [], "n_jobs_2": [], "error": None}
+    for rnd in range(repeats):
+        for key, lib, b in variants:
+            r = res["variants"][key]
+            if r["error"]:
+                continue
+            for n_jobs in (1, 2):
+                est = bw.make_estimator(lib, "W1", epochs=epochs, backend=b)
+                gs = GridSearchCV(est, GRID, cv=cv, n_jobs=n_jobs, refit=False)
+                try:
+                    with _ctx("threading", n_jobs=n_jobs):
+                        t = time.perf_counter()
+                        bw.fit_estimator(gs, X, y)
+                        dt = time.perf_counter() - t
+                except Exception as exc:
+                    r["error"] = f"{type(exc).__name__}: {exc}"
+                    _log(f"grid {key}: FAILED: {r['error']}")
+                    break
+                r[f"n_jobs_{n_jobs}"].append(dt)
+                _log(f"grid round {rnd + 1}/{repeats} {key:<16} n_jobs={n_jobs} {dt:7.3f} s")
+    for r in res["variants"].values():
+        if r["n_jobs_1"] and r["n_jobs_2"]:
+            r["n_jobs_1_stats"] = _stats(r["n_jobs_1"])
+            r["n_jobs_2_stats"] = _stats(r["n_jobs_2"])
+            r["speedup"] = r["n_jobs_1_stats"]["median"] / r["n_jobs_2_stats"]["median"]
+    return res
+
+
+# ----------------------------------------------------------------------------------- floors
+def check_floors(results):
+    """Each floor of issue 4 for each compiled backend that ran: measured, floor, met.
+
+    Returns
+    -------
+    list of dict
+        ``{'check', 'backend', 'measured', 'floor', 'met', 'unit'}``; ``met`` is None when the
+        measurement is missing. Informational only.
+    """
+    rows = []
+    tr = results.get("training", {})
+    ran = set()
+    for res in tr.values():
+        for r in res["variants"].values():
+            if r.get("backend") in COMPILED:
+                ran.add(r["backend"])
+    for sec in ("predict", "cold_start", "gridsearch"):
+        for key in results.get(sec, {}).get("variants", {}):
+            for b in COMPILED:
+                if b in key:
+                    ran.add(b)
+    for b in [c for c in COMPILED if c in ran]:
+        for d in ("f64", "f32"):
+            for wid, floor in FLOORS[d].items():
+                r = tr.get(wid, {}).get("variants", {}).get(f"fastmlp-{b}-{d}")
+                if r is None:
+                    continue
+                m = r.get("speedup_vs_sklearn_f64")
+                rows.append(dict(check=f"{wid} {d} speedup vs sklearn f64", backend=b,
+                                 measured=m, floor=floor, unit="x",
+                                 met=None if m is None else m >= floor))
+        for d in ("f64", "f32"):
+            r = tr.get("W4", {}).get("variants", {}).get(f"fastmlp-{b}-{d}")
+            if r is not None:
+                m = r.get("gemm_fraction")
+                rows.append(dict(check=f"W4 {d} fraction of GEMM peak", backend=b,
+                                 measured=m, floor=FLOORS["W4_gemm_fraction"], unit="frac",
+                                 met=None if m is None else m >= FLOORS["W4_gemm_fraction"]))
+        pr = results.get("predict", {}).get("variants", {}).get(f"fastmlp-{b}-f64")
+        if pr and "predict_1" in pr.get("ops", {}):
+            m = pr["ops"]["predict_1"]["median"] * 1e6
+            rows.append(dict(check="one-row predict (us, at most)", backend=b, measured=m,
+                             floor=FLOORS["predict_one_row_us"], unit="us",
+                             met=m <= FLOORS["predict_one_row_us"]))
+        cs = results.get("cold_start", {}).get("variants", {})
+        for key in (f"fastmlp-{b}", "fastmlp-auto"):
+            r = cs.get(key)
+            if r and r.get("ratio_vs_sklearn") is not None:
+                if key == "fastmlp-auto" and r.get("backend_used") != b:
+                    continue
+                m = r["ratio_vs_sklearn"]
+                rows.append(dict(check=f"cold start {key} / sklearn (at most)", backend=b,
+                                 measured=m, floor=1.0, unit="x", met=m <= 1.0))
+        gr = results.get("gridsearch", {}).get("variants", {}).get(f"fastmlp-{b}")
+        if gr and gr.get("speedup") is not None:
+            m = gr["speedup"]
+            rows.append(dict(check="GridSearchCV n_jobs=2 speedup", backend=b, measured=m,
+                             floor=FLOORS["grid_speedup"], unit="x",
+                             met=m >= FLOORS["grid_speedup"]))
+    return rows
+
+
+# ---------------------------------------------------------------------------------- output
+def _fmt_s(x):
+    if x is None or not math.isfinite(x):
+        return "-"
+    if x >= 100:
+        return f"{x:.0f}"
+    if x >= 10:
+        return f"{x:.1f}"
+    if x >= 1:
+        return f"{x:.2f}"
+    return f"{x:.3g}"
+
+
+def _fmt_us(x):
+    return "-" if x is None else f"{x * 1e6:.1f} us"
+
+
+def _fmt_ms(x):
+    return "-" if x is None else f"{x * 1e3:.2f} ms"
+
+
+def _fmt_x(x):
+    if x is None or not math.isfinite(x):
+        return "-"
+    return f"{x:.3g}x" if x < 100 else f"{x:.0f}x"
+
+
+def _fmt_pct(x):
+    return "-" if x is None else f"{100 * x:.1f} %"
+
+
+def _fmt_mib(x):
+    return "-" if x is None else f"{x / 2**20:.1f}"
+
+
+def render_markdown(results):
+    """``results.md``: the tables of one run, from the dict written to ``results.json``."""
+    meta = results["meta"]
+    v = meta["versions"]
+    L = []
+    title = "fastmlp benchmark results"
+    if results["quick"]:
+        title += " (QUICK mode: shrunk sizes, a harness check, not comparable figures)"
+    L.append(f"# {title}\n")
+    L.append(f"- Date: {meta['date']}; git commit: {meta.get('git_commit') or 'unknown'}")
+    L.append(f"- Machine: {meta['cpu']}, {meta['cpus_usable']} usable CPU(s); "
+             f"load average at start {meta.get('loadavg_start')}, "
+             f"at end {meta.get('loadavg_end')}")
+    L.append("- Versions: " + ", ".join(f"{k} {v[k]}" for k in
+                                        ("python", "fastmlp", "numpy", "scipy", "sklearn",
+                                         "numba", "cython", "torch", "joblib")
+                                        if v.get(k)))
+    if not v.get("torch"):
+        L.append("- PyTorch is not installed: its variants were skipped.")
+    elif results.get("torch_skipped"):
+        L.append(f"- PyTorch variants skipped: {results['torch_skipped']}")
+    elif meta.get("torch_threads"):
+        L.append(f"- PyTorch threads: {meta['torch_threads']}")
+    L.append(f"- BLAS: {_blas_summary(meta)}" + (
+        f"; limited to {results['blas_threads']} thread(s) for this run (--blas-threads)"
+        if results.get("blas_threads") else "; default thread counts"))
+    L.append("- fastmlp backends: " + ", ".join(
+        f"{k} ({'ran' if k in results['backends_run'] else 'not available' if not ok else 'not selected'})"
+        for k, ok in meta["backends"].items()))
+    for k, err in meta.get("backend_errors", {}).items():
+        L.append(f"  - {k}: {err}")
+    L.append(f"- Command: `{results['command']}`")
+    g = results.get("gemm")
+    if g:
+        L.append(f"- GEMM peak (numpy matmul {g['n']}x{g['n']}, best of the run): "
+                 f"float64 {g['f64']['gflops']:.1f} GFLOP/s, "
+                 f"float32 {g['f32']['gflops']:.1f} GFLOP/s")
+    L.append("")
+
+    tr = results.get("training")
+    if tr:
+        reps = results["repeats"]
+        L.append("## Training\n")
+        L.append(f"Seconds per `fit`, median and min-max of {reps} interleaved run(s). "
+                 "Ratios are of medians (higher = faster than the reference); GFLOP/s is "
+                 "6 x n_samples x n_parameters x epochs / median, and its fraction is of the "
+                 "GEMM peak of the same dtype. Peak memory: MiB traced by tracemalloc during "
+                 "an extra one-epoch fit (Python and NumPy allocations; not BLAS, compiled "
+                 "code's own mallocs or PyTorch).\n")
+        L.append("| workload | variant | median s | min-max s | vs sklearn f64 | "
+                 "vs fastmlp numpy | GFLOP/s | of GEMM peak | final loss | peak MiB |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for wid, res in tr.items():
+            w = res["workload"]
+            wl = f"{wid} {w['name']} ({w['n_samples']} x {w['n_features']}, {w['epochs_run']} ep)"
+            for r in res["variants"].values():
+                if r.get("error") and not r.get("times"):
+                    L.append(f"| {wl} | {r['label']} | failed: {r['error'][:80]} | | | | | | | |")
+                    continue
+                loss = "-" if r.get("loss") is None else f"{r['loss']:.4g}"
+                L.append(
+                    f"| {wl} | {r['label']} | {_fmt_s(r['median'])} | "
+                    f"{_fmt_s(r['min'])}-{_fmt_s(r['max'])} | "
+                    f"{_fmt_x(r.get('speedup_vs_sklearn_f64'))} | "
+                    f"{_fmt_x(r.get('speedup_vs_numpy'))} | {r['gflops']:.2f} | "
+                    f"{_fmt_pct(r.get('gemm_fraction'))} | {loss} | "
+                    f"{_fmt_mib(r.get('mem_peak_bytes'))} |")
+        L.append("")
+
+    pr = results.get("predict")
+    if pr:
+        n1 = max((st["n"] for r in pr["variants"].values()
+                  for op, st in r["ops"].items() if op.endswith("_1")), default=0)
+        L.append("## Prediction (W1 model, float64)\n")
+        L.append(f"Median time per call; one row: {n1} calls, each timed alone; all rows: "
+                 f"{pr['n_rows_all']} rows. Through the public API (input validation "
+                 "included), except PyTorch's bare forward.\n")
+        L.append("| variant | predict 1 row | predict_proba 1 row | predict all rows | "
+                 "predict_proba all rows | 1-row predict vs sklearn |")
+        L.append("| --- | --- | --- | --- | --- | --- |")
+        for key, r in pr["variants"].items():
+            if r.get("error"):
+                L.append(f"| {r['label']} | failed: {r['error'][:80]} | | | | |")
+                continue
+            o = r["ops"]
+            label = r["label"] + (" (bare forward)" if key.startswith("torch") else "")
+            L.append(f"| {label} | {_fmt_us(o['predict_1']['median'])} | "
+                     f"{_fmt_us(o['proba_1']['median'])} | "
+                     f"{_fmt_ms(o['predict_all']['median'])} | "
+                     f"{_fmt_ms(o['proba_all']['median'])} | "
+                     f"{_fmt_x(o['predict_1'].get('speedup_vs_sklearn'))} |")
+        L.append("")
+
+    cs = results.get("cold_start")
+    if cs:
+        L.append("## Cold start\n")
+        L.append(f"A fresh `python` process that imports the library, fits W1 "
+                 f"({cs['epochs']} epochs) and predicts one row, timed as a whole process; "
+                 f"median and min-max of {results['cold_runs']} interleaved runs. `python` is "
+                 "an empty interpreter for reference; 'first' is the first run of the "
+                 "session (it may include writing JIT caches).\n")
+        L.append("| variant | median s | min-max s | first s | vs sklearn | backend used |")
+        L.append("| --- | --- | --- | --- | --- | --- |")
+        for key, r in cs["variants"].items():
+            if not r.get("times"):
+                L.append(f"| {key} | failed: {(r.get('error') or '')[:80]} | | | | |")
+                continue
+            ratio = r.get("ratio_vs_sklearn")
+            L.append(f"| {key} | {_fmt_s(r['median'])} | {_fmt_s(r['min'])}-{_fmt_s(r['max'])}"
+                     f" | {_fmt_s(r['first'])} | "
+                     f"{'-' if ratio is None else f'{ratio:.2f}x the time'} | "
+                     f"{r.get('backend_used') or '-'} |")
+        L.append("")
+
+    gs = results.get("gridsearch")
+    if gs:
+        L.append("## GridSearchCV scaling (joblib threading backend)\n")
+        L.append(f"W1 data, grid {gs['grid']} ({gs['cv']}-fold CV, {gs['epochs']} epochs, "
+                 "refit=False), median seconds (min-max); speedup = n_jobs=1 / n_jobs=2.\n")
+        L.append("| variant | n_jobs=1 s | n_jobs=2 s | speedup |")
+        L.append("| --- | --- | --- | --- |")
+        for key, r in gs["variants"].items():
+            if "speedup" not in r:
+                L.append(f"| {key} | failed: {(r.get('error') or '')[:80]} | | |")
+                continue
+            a, b = r["n_jobs_1_stats"], r["n_jobs_2_stats"]
+            L.append(f"| {key} | {_fmt_s(a['median'])} ({_fmt_s(a['min'])}-{_fmt_s(a['max'])})"
+                     f" | {_fmt_s(b['median'])} ({_fmt_s(b['min'])}-{_fmt_s(b['max'])}) | "
+                     f"{r['speedup']:.2f}x |")
+        L.append("")
+
+    fl = results.get("floors")
+    if fl:
+        L.append("## Against the floors of issue 4 (informational, never asserted)\n")
+        L.append("| check | backend | measured | floor | met |")
+        L.append("| --- | --- | --- | --- | --- |")
+        for f in fl:
+            m = f["measured"]
+            if m is None:
+                ms = "-"
+            elif f["unit"] == "frac":
+                ms = _fmt_pct(m)
+            elif f["unit"] == "us":
+                ms = f"{m:.1f} us"
+            else:
+                ms = _fmt_x(m)
+            fs = _fmt_pct(f["floor"]) if f["unit"] == "frac" else (
+                f"{f['floor']:g} us" if f["unit"] == "us" else f"{f['floor']:g}x")
+            met = "-" if f["met"] is None else ("yes" if f["met"] else "**no**")
+            L.append(f"| {f['check']} | {f['backend']} | {ms} | {fs} | {met} |")
+        L.append("")
+    if results.get("png"):
+        L.append(f"![speedup vs scikit-learn float64]({results['png']})\n")
+    if results.get("notes"):
+        L.append("## Notes\n")
+        L.extend(f"- {n}" for n in results["notes"])
+        L.append("")
+    return "\n".join(L)
+
+
+_COLORS = {"sklearn": "#7f7f7f", "numpy": "#1f77b4", "numba": "#2ca02c",
+           "cython": "#d62728", "torch": "#9467bd"}
+
+
+def plot_speedups(results, path):
+    """``speedup.png``: speedup vs scikit-learn float64 per workload and variant, log scale.
+
+    Uses matplotlib's object API with the Agg canvas (no pyplot, no global state).
+
+    Returns
+    -------
+    bool
+        False when matplotlib is missing or there is nothing to plot.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return False
+    tr = results.get("training") or {}
+    wids = [w for w in tr if tr[w]["variants"].get("sklearn-f64", {}).get("median")]
+    keys = []
+    for w in wids:
+        for k, r in tr[w]["variants"].items():
+            if k != "sklearn-f64" and r.get("speedup_vs_sklearn_f64") and k not in keys:
+                keys.append(k)
+    if not wids or not keys:
+        return False
+    fig = Figure(figsize=(max(7, 1.6 * len(wids) + 3), 4.8), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / len(keys)
+    for i, k in enumerate(keys):
+        parts = k.split("-")
+        fam = parts[1] if parts[0] == "fastmlp" else parts[0]
+        xs, ys = [], []
+        for j, w in enumerate(wids):
+            s = tr[w]["variants"].get(k, {}).get("speedup_vs_sklearn_f64")
+            if s:
+                xs.append(j - 0.4 + width * (i + 0.5))
+                ys.append(s)
+        label = tr[wids[0]]["variants"].get(k, {}).get("label") or k
+        ax.bar(xs, ys, width=width, color=_COLORS.get(fam, "#bcbd22"),
+               hatch="//" if k.endswith("f32") else None, edgecolor="white", linewidth=0.3,
+               label=label)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(wids)))
+    ax.set_xticklabels([f"{w}\n{tr[w]['workload']['name']}" for w in wids])
+    ax.set_ylabel("speedup vs scikit-learn float64 (median)")
+    title = "fastmlp training speed"
+    if results["quick"]:
+        title += " (quick mode)"
+    ax.set_title(f"{title}, {results['meta']['date'][:10]}")
+    ax.grid(axis="y", which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    return True
+
+
+def _finite(o):
+    """Non-finite floats become None: results.json stays strict JSON."""
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    if isinstance(o, (float, np.floating)):
+        return float(o) if math.isfinite(o) else None
+    if isinstance(o, np.integer):
+        return int(o)
+    return o
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, tuple):
+        return list(o)
+    return str(o)
+
+
+# ------------------------------------------------------------------------------------ main
+def main(argv=None):
+    """Run the benchmarks; write ``results.md``, ``results.json``, ``speedup.png``.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Command-line arguments after ``bench`` (see ``python -m fastmlp bench --help``).
+
+    Returns
+    -------
+    int
+        0 when every variant ran, 1 when some failed (the outputs are written either way).
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _parse_args(argv)
+    if args.blas_threads is None:
+        return _run(args, argv)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=args.blas_threads):
+        return _run(args, argv)
+
+
+def _run(args, argv):
+    import fastmlp
+
+    os.makedirs(args.out, exist_ok=True)
+    status = fastmlp.available_backends()
+    backends = [b for b, err in status.items() if err is None]
+    notes = []
+    if args.backends:
+        wanted = [b.strip() for b in args.backends.split(",") if b.strip()]
+        for b in wanted:
+            if b not in status:
+                raise SystemExit(f"unknown backend {b!r}; choose from {', '.join(status)}")
+            if status[b] is not None:
+                notes.append(f"backend {b} was asked for but is not available: {status[b]}")
+        backends = [b for b in wanted if status.get(b) is None]
+    torch_skipped = None
+    if args.no_torch:
+        torch_skipped = "--no-torch was given"
+    elif not bw.torch_available():
+        torch_skipped = "PyTorch is not installed"
+    use_torch = torch_skipped is None
+    if use_torch and args.blas_threads is not None:
+        import torch
+
+        torch.set_num_threads(args.blas_threads)
+    if torch_skipped:
+        notes.append(f"PyTorch variants skipped: {torch_skipped}.")
+    _log(f"backends: {', '.join(backends) or 'none'}; torch: "
+         f"{'yes' if use_torch else 'no (' + torch_skipped + ')'}; "
+         f"{'QUICK; ' if args.quick else ''}repeats {args.repeats}")
+    for b, err in status.items():
+        if err:
+            _log(f"backend {b} not available: {err}")
+
+    loadavg_start = _loadavg()
+    results = {
+        "schema": 1, "quick": bool(args.quick), "repeats": args.repeats,
+        "cold_runs": args.cold_runs, "workloads": args.workloads,
+        "sections": args.sections, "backends_run": backends,
+        "command": "python -m fastmlp bench " + " ".join(argv),
+        "blas_threads": args.blas_threads,
+        "torch_skipped": torch_skipped, "notes": notes,
+    }
+    failed = False
+    # quick mode: one product per dtype, once (the peak only has to exist, not be precise)
+    gemm_reps = 1 if args.quick else 5
+    _log("GEMM peak (2048 x 2048)" + ("" if args.quick else ", before"))
+    g1 = gemm_peak(gemm_reps)
+
+    if "training" in args.sections:
+        tr = {}
+        for wid in args.workloads:
+            _log(f"== {wid}: {bw.get_workload(wid).name}")
+            tr[wid] = run_training(wid, _variants(backends, use_torch), args.repeats,
+                                   args.quick, memory=not args.no_memory)
+            failed |= any(r.get("error") for r in tr[wid]["variants"].values())
+        results["training"] = tr
+    if args.quick:
+        g2 = g1
+    else:
+        # the machine is shared: measure again after the long section, keep the better
+        _log("GEMM peak (2048 x 2048), after")
+        g2 = gemm_peak(gemm_reps)
+    results["gemm"] = {"n": 2048, "before": g1, "after": g2}
+    for d in DTYPES:
+        results["gemm"][d] = {"gflops": max(g1[d]["gflops"], g2[d]["gflops"]),
+                              "times": g1[d]["times"] + (g2[d]["times"] if g2 is not g1
+                                                         else [])}
+    if "training" in results:
+        _derive_training(results["training"], results["gemm"])
+
+    if "predict" in args.sections:
+        _log("== prediction latency (W1 model)")
+        results["predict"] = run_predict(backends, args.quick, use_torch)
+        failed |= any(r.get("error") for r in results["predict"]["variants"].values())
+    if "cold" in args.sections:
+        _log("== cold start (fresh processes)")
+        results["cold_start"] = run_cold_start(backends, args.cold_runs, args.quick,
+                                               blas_threads=args.blas_threads)
+        failed |= any(r.get("error") for r in results["cold_start"]["variants"].values())
+    if "grid" in args.sections:
+        _log("== GridSearchCV scaling")
+        results["gridsearch"] = run_gridsearch(backends, 1 if args.quick else 3, args.quick)
+        failed |= any(r.get("error") for r in results["gridsearch"]["variants"].values())
+
+    results["floors"] = check_floors(results)
+    meta = machine_info(status, use_torch)
+    meta["loadavg_start"] = loadavg_start
+    meta["loadavg_end"] = _loadavg()
+    results["meta"] = meta
+
+    png = os.path.join(args.out, "speedup.png")
+    if plot_speedups(results, png):
+        results["png"] = "speedup.png"
+    else:
+        results["png"] = None
+        notes.append("speedup.png not written (matplotlib missing or no training results).")
+    md = render_markdown(results)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(md + "\n")
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(_finite(results), f, indent=1, default=_json_default, allow_nan=False)
+    print(md)
+    _log(f"wrote {args.out}/results.md, results.json"
+         + (", speedup.png" if results["png"] else ""))
+    return 1 if failed else 0
