@@ -1,0 +1,97 @@
+"""The benchmark harness (``python -m fastmlp bench``) runs and writes well-formed results.
+
+Only the harness is checked: files exist, the JSON has the expected structure, timings are
+finite and positive. No timing is compared with anything (a slow machine must not fail).
+"""
+
+import json
+import math
+
+import pytest
+
+from fastmlp import _bench, _bench_workloads
+
+
+def _positive(x):
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    # W1 in quick mode, NumPy backend only, one round, no cold start (tested below) and no
+    # PyTorch: the smallest complete pass through the training, prediction and grid sections.
+    # One BLAS thread: on a busy machine, spinning BLAS threads make small products 10x slower
+    rc = _bench.main(["--quick", "--workloads", "W1", "--backends", "numpy", "--no-torch",
+                      "--repeats", "1", "--sections", "training,predict,grid",
+                      "--blas-threads", "1", "--out", str(out)])
+    return rc, out
+
+
+def test_files_written(bench_run):
+    rc, out = bench_run
+    assert rc == 0
+    md = (out / "results.md").read_text()
+    assert "| W1 digits" in md and "sklearn f64" in md and "fastmlp numpy f64" in md
+    assert "QUICK" in md
+    with open(out / "speedup.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_json_structure(bench_run):
+    _, out = bench_run
+    res = json.loads((out / "results.json").read_text())
+    assert res["quick"] is True and res["workloads"] == ["W1"] and res["blas_threads"] == 1
+    meta = res["meta"]
+    for key in ("date", "cpu", "versions", "blas", "backends"):
+        assert key in meta
+    for lib in ("python", "numpy", "scipy", "sklearn", "numba", "cython", "torch"):
+        assert lib in meta["versions"]
+    for d in ("f64", "f32"):
+        assert _positive(res["gemm"][d]["gflops"])
+
+    w1 = res["training"]["W1"]
+    assert w1["workload"]["n_params"] == _bench_workloads.n_params("W1") == 4810
+    assert set(w1["variants"]) == {"sklearn-f64", "sklearn-f32", "fastmlp-numpy-f64",
+                                   "fastmlp-numpy-f32"}
+    for r in w1["variants"].values():
+        assert r["error"] is None
+        assert len(r["times"]) == 1 and all(_positive(t) for t in r["times"])
+        for key in ("median", "min", "max", "gflops", "gemm_fraction",
+                    "speedup_vs_sklearn_f64", "speedup_vs_numpy", "mem_peak_bytes"):
+            assert _positive(r[key]), key
+        assert r["min"] <= r["median"] <= r["max"]
+        assert math.isfinite(r["loss"])
+    assert w1["variants"]["sklearn-f64"]["speedup_vs_sklearn_f64"] == 1.0
+
+    pred = res["predict"]["variants"]
+    assert set(pred) == {"sklearn-f64", "fastmlp-numpy-f64"}
+    for r in pred.values():
+        for op in ("predict_1", "proba_1", "predict_all", "proba_all"):
+            assert _positive(r["ops"][op]["median"])
+        assert r["ops"]["predict_1"]["n"] >= 1000
+
+    grid = res["gridsearch"]["variants"]
+    for r in grid.values():
+        assert _positive(r["speedup"])
+        assert all(_positive(t) for t in r["n_jobs_1"] + r["n_jobs_2"])
+
+
+def test_cold_start_runs_fresh_processes():
+    res = _bench.run_cold_start(
+        [], runs=1, quick=True,
+        variants=[("python", "python", "-"), ("sklearn", "sklearn", "-"),
+                  ("fastmlp-numpy", "fastmlp", "numpy")],
+        blas_threads=1,
+    )
+    for key, r in res["variants"].items():
+        assert r["error"] is None, (key, r["error"])
+        assert _positive(r["median"]) and _positive(r["ratio_vs_sklearn"])
+    assert res["variants"]["fastmlp-numpy"]["backend_used"] == "numpy"
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="Unknown workload"):
+        _bench.main(["--workloads", "W9"])
+    with pytest.raises(SystemExit):
+        _bench.main(["--sections", "nope"])
