@@ -31,7 +31,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from . import _training
 from ._network import Network
-from .activations import ALIASES, HIDDEN_ACTIVATIONS, resolve_activation
+from .activations import ALIASES, HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS, resolve_activation
 from .backends import BACKENDS, choose_backend, get_backend
 from .initializers import INITIALIZERS, initialize_layer
 
@@ -195,6 +195,14 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
     def __setstate__(self, state):
         super().__setstate__(state)
         if "_theta" in state:
+            # joblib.load(mmap_mode='r') hands back read-only arrays; training writes in place
+            for name in ("_theta", "_best_theta"):
+                arr = self.__dict__.get(name)
+                if arr is not None and not arr.flags.writeable:
+                    setattr(self, name, np.array(arr))
+            opt = self.__dict__.get("_optimizer")
+            if opt is not None and not opt.moments.flags.writeable:
+                opt.moments = np.array(opt.moments)
             self._set_views()
 
     # --------------------------------------------------------------------- fitting
@@ -424,13 +432,16 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         if size is None:
             size = backend.workspace_size(net.layout, chunk)
         work = np.empty(size, dtype=theta.dtype)
-        if self.backend_ == "numpy":
-            with np.errstate(over="ignore", under="ignore"):
-                backend.forward(theta, net.layout, net.act_params, X, out, apply_output, chunk,
-                                work)
-        else:
+        with np.errstate(all="ignore"):
             backend.forward(theta, net.layout, net.act_params, X, out, apply_output, chunk,
                             work)
+            if not np.isfinite(out).all():
+                # logits overflowed: clip them into the finite range, then apply the output
+                # activation (softmax subtracts the row maximum, so it stays finite)
+                backend.forward(theta, net.layout, net.act_params, X, out, False, chunk, work)
+                _clip_logits(out)
+                if apply_output:
+                    OUTPUT_ACTIVATIONS[self.out_activation_].forward(out, out, None)
         return out
 
     def _score_with_function(self, X, y, sample_weight, score_function):
@@ -444,6 +455,12 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
+
+
+def _clip_logits(z):
+    """Clip logits into +-max/4 in place, so differences of two of them stay finite."""
+    limit = np.finfo(z.dtype).max / 4
+    return np.clip(z, -limit, limit, out=z)
 
 
 def _check_activation_params(name, params):
@@ -793,14 +810,15 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
             The log-probability of each class, in the order of ``classes_``.
         """
         check_is_fitted(self)
-        z = self._forward_pass_fast(X, apply_output=False)
-        if self.out_activation_ == "softmax":
-            z = z - z.max(axis=1, keepdims=True)
-            return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-        log_p = -np.logaddexp(0, -z)  # log(sigmoid(z))
-        if self.n_outputs_ == 1:
-            return np.hstack([-np.logaddexp(0, z), log_p])  # log(1 - p) = log(sigmoid(-z))
-        return log_p
+        z = _clip_logits(self._forward_pass_fast(X, apply_output=False))
+        with np.errstate(under="ignore"):
+            if self.out_activation_ == "softmax":
+                z -= z.max(axis=1, keepdims=True)
+                return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+            log_p = -np.logaddexp(0, -z)  # log(sigmoid(z))
+            if self.n_outputs_ == 1:
+                return np.hstack([-np.logaddexp(0, z), log_p])  # log(1 - p) = log(sigmoid(-z))
+            return log_p
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -38,13 +38,26 @@ def _counters(est, solver):
     )
 
 
-def _diverged(est, epoch):
+def _diverged(est, epoch, restored):
     return ValueError(
         f"Training diverged at epoch {epoch}: the loss or the weights became non-finite "
-        f"(loss={est.loss_!r}). The weights of the last finite epoch were restored. Lower "
+        f"(loss={est.loss_!r}). The model keeps the weights {restored}. Lower "
         f"learning_rate_init (now {est.learning_rate_init}), scale the input (for example "
         "with sklearn.preprocessing.StandardScaler) or increase alpha."
     )
+
+
+def _restore_finite(est, X_train, candidates):
+    """Put back the first candidate weights whose predictions on (the start of) the training
+    data are finite; finite weights can still be too large to predict with."""
+    theta = est._theta
+    sample = X_train[:1000]
+    for label, weights in candidates:
+        np.copyto(theta, weights)
+        with np.errstate(**_QUIET):
+            if np.isfinite(est._forward_kernels(sample, True)).all():
+                return label
+    return label
 
 
 def fit_stochastic(est, backend, X, Y, sample_weight, incremental):
@@ -69,17 +82,23 @@ def fit_stochastic(est, backend, X, Y, sample_weight, incremental):
         # don't stratify in multilabel classification
         should_stratify = is_classifier(est) and est.n_outputs_ == 1
         stratify = Y if should_stratify else None
+        arrays = (X, Y) if sample_weight is None else (X, Y, sample_weight)
+        try:
+            split = train_test_split(*arrays, random_state=est._random_state,
+                                     test_size=est.validation_fraction, stratify=stratify)
+        except ValueError as exc:
+            raise ValueError(
+                f"early_stopping=True sets aside validation_fraction={est.validation_fraction} "
+                f"of the {X.shape[0]} training samples for validation"
+                + (", stratified by class" if stratify is not None else "")
+                + f", and that split is not possible: {exc} Increase validation_fraction, "
+                "give more samples, or set early_stopping=False."
+            ) from exc
         if sample_weight is None:
-            X_train, X_val, Y_train, y_val = train_test_split(
-                X, Y, random_state=est._random_state, test_size=est.validation_fraction,
-                stratify=stratify,
-            )
+            X_train, X_val, Y_train, y_val = split
             sw_train = sw_val = None
         else:
-            X_train, X_val, Y_train, y_val, sw_train, sw_val = train_test_split(
-                X, Y, sample_weight, random_state=est._random_state,
-                test_size=est.validation_fraction, stratify=stratify,
-            )
+            X_train, X_val, Y_train, y_val, sw_train, sw_val = split
         if X_val.shape[0] < 2:
             raise ValueError(
                 "The validation set is too small. Increase 'validation_fraction' "
@@ -111,6 +130,7 @@ def fit_stochastic(est, backend, X, Y, sample_weight, incremental):
     work = np.empty(backend.workspace_size(net.layout, batch_size), dtype=dtype)
     counters = _counters(est, est.solver)
     last_good = theta.copy()
+    at_start = theta.copy()
     try:
         est.n_iter_ = 0
         for _ in range(est.max_iter):
@@ -129,8 +149,11 @@ def fit_stochastic(est, backend, X, Y, sample_weight, incremental):
             est.n_iter_ += 1
             est.loss_ = loss_sum / X_train.shape[0]
             if not (np.isfinite(est.loss_) and np.isfinite(theta).all()):
-                np.copyto(theta, last_good)
-                raise _diverged(est, est.n_iter_)
+                restored = _restore_finite(est, X_train, [
+                    (f"of the start of epoch {est.n_iter_}", last_good),
+                    ("it had before this call to fit", at_start),
+                ])
+                raise _diverged(est, est.n_iter_, restored)
             est.t_ += n_samples
             est.loss_curve_.append(est.loss_)
             if est.verbose:
@@ -208,13 +231,21 @@ def fit_lbfgs(est, backend, X, Y, sample_weight):
     counters = _counters(est, "sgd")
     alpha = float(est.alpha)
 
+    best = {"loss": np.inf, "theta": theta.copy(), "n_iter": 0}
+
     def loss_and_grad(x):
         theta[...] = x
         with np.errstate(**_QUIET):
             loss = backend.loss_grad(theta, grad, net.layout, net.act_params, X, Y,
                                      sample_weight, alpha, counters, work)
+        if loss < best["loss"]:  # what an interrupted fit keeps
+            best["loss"] = loss
+            np.copyto(best["theta"], theta)
         # scipy keeps the returned gradient: hand it a copy, not our buffer
         return loss, grad.astype(np.float64)
+
+    def count_iteration(intermediate_result):
+        best["n_iter"] += 1
 
     iprint = 1 if (est.verbose is True or est.verbose >= 1) else -1
     options = {"maxfun": est.max_fun, "maxiter": est.max_iter, "gtol": est.tol}
@@ -223,10 +254,13 @@ def fit_lbfgs(est, backend, X, Y, sample_weight):
     try:
         opt_res = scipy.optimize.minimize(
             loss_and_grad, theta.astype(np.float64), method="L-BFGS-B", jac=True,
-            options=options,
+            options=options, callback=count_iteration,
         )
     except KeyboardInterrupt:
         warnings.warn("Training interrupted by user.")
+        np.copyto(theta, best["theta"])
+        est.loss_ = float(best["loss"]) if np.isfinite(best["loss"]) else np.nan
+        est.n_iter_ = best["n_iter"]
         return
     est.n_iter_ = _check_lbfgs_result(opt_res, est.max_iter)
     est.loss_ = opt_res.fun
