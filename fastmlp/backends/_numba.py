@@ -21,37 +21,14 @@ name = "numba"
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _plan_size(layout, n_rows):
-    offs = np.empty((layout.shape[0] + 1, 3), dtype=np.int64)
-    return int(_nb.plan(layout, int(n_rows), offs))
-
-
-def _layout(layout):
-    return np.ascontiguousarray(layout, dtype=np.int64)
-
-
-def _params(act_params):
-    return np.ascontiguousarray(act_params, dtype=np.float64)
-
-
-def _check_out(arr, what, dtype, ndim):
+def _check_written(arr, what, dtype, ndim):
     """Arrays the kernels write into cannot be converted: a copy would lose the writes."""
-    if not isinstance(arr, np.ndarray) or arr.dtype != dtype or arr.ndim != ndim:
+    if (not isinstance(arr, np.ndarray) or arr.dtype != dtype or arr.ndim != ndim
+            or not arr.flags.c_contiguous or not arr.flags.writeable):
         raise ValueError(
-            f"{what} must be a {ndim}-d {dtype} ndarray, got "
-            f"{getattr(arr, 'dtype', type(arr).__name__)} with "
-            f"{getattr(arr, 'ndim', '?')} dimension(s)."
-        )
-    if not arr.flags.c_contiguous or not arr.flags.writeable:
-        raise ValueError(f"{what} must be C-contiguous and writeable.")
-
-
-def _check_work(work, layout, n_rows, dtype):
-    _check_out(work, "work", dtype, 1)
-    need = _plan_size(layout, n_rows)
-    if work.shape[0] < need:
-        raise ValueError(
-            f"work has {work.shape[0]} elements; workspace_size(layout, {n_rows}) = {need}."
+            f"{what} must be a writeable C-contiguous {ndim}-d {dtype} ndarray (the dtype of "
+            f"theta), got {type(arr).__name__} "
+            f"{getattr(arr, 'dtype', '')} {getattr(arr, 'shape', '')}."
         )
 
 
@@ -63,16 +40,39 @@ def _dtype_of(theta):
     return theta.dtype
 
 
-def _dense(X, dtype):
-    if sp.issparse(X):
-        X = X.toarray()
-    return np.ascontiguousarray(X, dtype=dtype)
+def _read(arr, dtype):
+    """An array the kernels only read, in their dtype and C order (a no-op when it is)."""
+    if sp.issparse(arr):
+        arr = arr.toarray()
+    return np.ascontiguousarray(arr, dtype=dtype)
 
 
 def _weights(sample_weight, dtype):
     if sample_weight is None:
         return np.empty(0, dtype=dtype), False
-    return np.ascontiguousarray(sample_weight, dtype=dtype), True
+    return _read(sample_weight, dtype), True
+
+
+def _call(kernel, args, written, read):
+    """Call ``kernel``; on a type mismatch, check the written arrays and convert the read ones.
+
+    The fast path costs nothing: the estimator passes arrays of the right types. ``written``
+    maps argument positions to (name, ndim), ``read`` to (dtype or None for theta's, ndim).
+    Numba's own TypeError lists types only, so the slow path says which argument is wrong.
+    """
+    try:
+        return kernel(*args)
+    except TypeError:
+        pass
+    args = list(args)
+    dtype = _dtype_of(args[0])
+    for pos, (what, ndim) in written.items():
+        _check_written(args[pos], what, dtype, ndim)
+    for pos, (dt, _) in read.items():
+        args[pos] = _read(args[pos], dtype if dt is None else dt)
+    if not args[0].flags.writeable or not args[0].flags.c_contiguous:
+        args[0] = np.array(args[0], order="C")  # forward types theta writable; never written
+    return kernel(*args)
 
 
 def workspace_size(layout, n_rows):
@@ -89,7 +89,13 @@ def workspace_size(layout, n_rows):
         The same figure serves ``train_epoch`` (``n_rows = batch_size``), ``loss_grad``
         (``n_samples``) and ``forward`` (``chunk_rows``).
     """
-    return _plan_size(_layout(layout), max(int(n_rows), 1))
+    layout = np.ascontiguousarray(layout, dtype=np.int64)
+    offs = np.empty((layout.shape[0] + 1, 3), dtype=np.int64)
+    return int(_nb.plan(layout, max(int(n_rows), 1), offs))
+
+
+_LAYOUT = (np.int64, 2)
+_PARAMS = (np.float64, 2)
 
 
 def train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sample_weight, order,
@@ -111,8 +117,8 @@ def train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sample_weight,
         Dense rows (a sparse matrix is densified whole; the estimator densifies beforehand).
     Y : ndarray of shape (n_samples, n_outputs)
     sample_weight : ndarray of shape (n_samples,) or None
-    order : ndarray of shape (n_samples,), int64
-        The order in which samples are visited.
+    order : ndarray of shape (n_batch_rows,), int64
+        The rows to visit, in order.
     batch_size : int
     hyper : ndarray of shape (6,), float64
     counters : ndarray of shape (6,), int64
@@ -123,28 +129,24 @@ def train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sample_weight,
     -------
     loss_sum : float
         Sum over mini-batches of the batch loss times the batch's number of rows.
+
+    Raises
+    ------
+    ValueError
+        If an array does not match the layout or the others (checked in the kernel).
     """
-    dtype = _dtype_of(theta)
-    layout = _layout(layout)
-    _check_out(theta, "theta", dtype, 1)
-    _check_out(grad, "grad", dtype, 1)
-    _check_out(opt_state, "opt_state", dtype, 2)
-    _check_out(counters, "counters", np.dtype(np.int64), 1)
-    batch_size = int(batch_size)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    _check_work(work, layout, batch_size, dtype)
-    sw, has_sw = _weights(sample_weight, dtype)
-    order = np.array(order, dtype=np.int64, copy=None, order="C")
-    if not order.flags.writeable:
-        order = order.copy()
-    return float(
-        _nb.train_epoch_kernel(
-            theta, grad, opt_state, layout, _params(act_params), _dense(X, dtype),
-            np.ascontiguousarray(Y, dtype=dtype), sw, has_sw, order, batch_size,
-            np.ascontiguousarray(hyper, dtype=np.float64), counters, work,
-        )
-    )
+    sw, has_sw = _weights(sample_weight, theta.dtype)
+    if sp.issparse(X):
+        X = X.toarray()
+    if isinstance(order, np.ndarray) and not order.flags.writeable:
+        order = order.copy()  # the kernel types it writable (it only reads it)
+    args = (theta, grad, opt_state, layout, act_params, X, Y, sw, has_sw, order,
+            int(batch_size), hyper, counters, work)
+    written = {0: ("theta", 1), 1: ("grad", 1), 2: ("opt_state", 2), 12: ("counters", 1),
+               13: ("work", 1)}
+    read = {3: _LAYOUT, 4: _PARAMS, 5: (None, 2), 6: (None, 2), 9: (np.int64, 1),
+            11: (np.float64, 1)}
+    return float(_call(_nb.train_epoch_kernel, args, written, read))
 
 
 def loss_grad(theta, grad, layout, act_params, X, Y, sample_weight, alpha, counters, work):
@@ -163,23 +165,14 @@ def loss_grad(theta, grad, layout, act_params, X, Y, sample_weight, alpha, count
     -------
     loss : float
     """
-    dtype = _dtype_of(theta)
-    layout = _layout(layout)
-    _check_out(grad, "grad", dtype, 1)
-    X = _dense(X, dtype)
-    _check_work(work, layout, X.shape[0], dtype)
-    sw, has_sw = _weights(sample_weight, dtype)
-    counters = np.array(counters, dtype=np.int64, copy=None, order="C")
-    if not counters.flags.writeable:
-        counters = counters.copy()
-    if not theta.flags.c_contiguous:
-        raise ValueError("theta must be C-contiguous.")
-    return float(
-        _nb.loss_grad_kernel(
-            theta, grad, layout, _params(act_params), X, np.ascontiguousarray(Y, dtype=dtype),
-            sw, has_sw, float(alpha), counters, work,
-        )
-    )
+    sw, has_sw = _weights(sample_weight, theta.dtype)
+    if sp.issparse(X):
+        X = X.toarray()
+    counters = np.array(counters, dtype=np.int64)  # read only; the kernel types it writable
+    args = (theta, grad, layout, act_params, X, Y, sw, has_sw, float(alpha), counters, work)
+    written = {0: ("theta", 1), 1: ("grad", 1), 10: ("work", 1)}
+    read = {2: _LAYOUT, 3: _PARAMS, 4: (None, 2), 5: (None, 2)}
+    return float(_call(_nb.loss_grad_kernel, args, written, read))
 
 
 def forward(theta, layout, act_params, X, out, apply_output, chunk_rows, work):
@@ -197,23 +190,21 @@ def forward(theta, layout, act_params, X, out, apply_output, chunk_rows, work):
     chunk_rows : int
     work : ndarray of shape (workspace_size(layout, chunk_rows),)
     """
-    dtype = _dtype_of(theta)
-    layout = _layout(layout)
-    act_params = _params(act_params)
-    _check_out(out, "out", dtype, 2)
-    chunk_rows = max(int(chunk_rows), 1)
-    _check_work(work, layout, chunk_rows, dtype)
-    if not theta.flags.c_contiguous or not theta.flags.writeable:
-        # the kernel types theta as writable (it never writes it): hand it a copy
-        theta = np.array(theta, order="C")
+    written = {4: ("out", 2), 7: ("work", 1)}
+    read = {1: _LAYOUT, 2: _PARAMS, 3: (None, 2)}
     apply_output = bool(apply_output)
-    if sp.issparse(X):
-        X = X.tocsr()
-        for start in range(0, X.shape[0], chunk_rows):
-            stop = min(start + chunk_rows, X.shape[0])
-            chunk = np.ascontiguousarray(X[start:stop].toarray(), dtype=dtype)
-            _nb.forward_kernel(theta, layout, act_params, chunk, out[start:stop],
-                               apply_output, chunk_rows, work)
+    chunk_rows = int(chunk_rows)
+    if isinstance(X, np.ndarray) or not sp.issparse(X):
+        _call(_nb.forward_kernel,
+              (theta, layout, act_params, X, out, apply_output, chunk_rows, work),
+              written, read)
         return
-    _nb.forward_kernel(theta, layout, act_params, np.ascontiguousarray(X, dtype=dtype), out,
-                       apply_output, chunk_rows, work)
+    X = X.tocsr()
+    _check_written(out, "out", _dtype_of(theta), 2)
+    for start in range(0, X.shape[0], chunk_rows):
+        stop = min(start + chunk_rows, X.shape[0])
+        chunk = X[start:stop].toarray()
+        _call(_nb.forward_kernel,
+              (theta, layout, act_params, chunk, out[start:stop], apply_output, chunk_rows,
+               work),
+              written, read)
