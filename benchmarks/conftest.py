@@ -36,8 +36,9 @@ def pytest_report_header(config):
     import workloads
 
     ok = [k for k, v in workloads.BACKEND_STATUS.items() if v is None]
-    return (f"fastmlp benchmarks: {'QUICK (harness check)' if config._fastmlp_bench_quick else 'full'}"
-            f" sizes; backends: {', '.join(ok)}; torch: {'yes' if workloads.TORCH else 'no'}")
+    mode = "QUICK (harness check)" if config._fastmlp_bench_quick else "full"
+    return (f"fastmlp benchmarks: {mode} sizes; backends: {', '.join(ok)}; "
+            f"torch: {'yes' if workloads.TORCH else 'no'}")
 
 
 @pytest.fixture(scope="session")

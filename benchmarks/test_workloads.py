@@ -6,8 +6,8 @@ one workload share a group, so pytest-benchmark's table puts them side by side. 
 (``predict`` / ``predict_proba`` of one row and of all 1797 rows) runs on the W1 model.
 
 In quick mode (``FASTMLP_BENCH_QUICK=1`` or ``--benchmark-disable``) the sizes are the
-``--quick`` ones of ``python -m fastmlp bench`` and every fit runs one epoch. Timings are never asserted; the checks
-only make sure every variant did the work (all epochs, finite loss).
+``--quick`` ones of ``python -m fastmlp bench`` and every fit runs one epoch. Timings are never
+asserted; the checks only make sure every variant did the work (all epochs, finite loss).
 """
 
 import numpy as np

@@ -97,7 +97,7 @@ def _parse_args(argv):
                    "the cold-start processes' environment). Default: the libraries' defaults, "
                    "as WORKLOADS.md asks; on a busy shared machine 1 avoids oversubscription")
     p.add_argument("--cold-runs", type=int, default=None,
-                   help="processes per cold-start variant (default 5, quick 2)")
+                   help="processes per cold-start variant (default 5, quick 1)")
     args = p.parse_args(argv)
     args.workloads = [bw.get_workload(w).id for w in args.workloads.split(",") if w.strip()]
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
@@ -107,7 +107,7 @@ def _parse_args(argv):
     if args.repeats is None:
         args.repeats = 2 if args.quick else 5
     if args.cold_runs is None:
-        args.cold_runs = 2 if args.quick else 5
+        args.cold_runs = 1 if args.quick else 5
     if args.repeats < 1 or args.cold_runs < 1:
         p.error("--repeats and --cold-runs must be at least 1")
     return args
@@ -703,7 +703,9 @@ def _fmt_ms(x):
 def _fmt_x(x):
     if x is None or not math.isfinite(x):
         return "-"
-    return f"{x:.3g}x" if x < 100 else f"{x:.0f}x"
+    if x < 0.1:
+        return f"{x:.3f}x"
+    return f"{x:.2f}x" if x < 10 else (f"{x:.1f}x" if x < 100 else f"{x:.0f}x")
 
 
 def _fmt_pct(x):
@@ -740,9 +742,13 @@ def render_markdown(results):
     L.append(f"- BLAS: {_blas_summary(meta)}" + (
         f"; limited to {results['blas_threads']} thread(s) for this run (--blas-threads)"
         if results.get("blas_threads") else "; default thread counts"))
+    def _state(k, ok):
+        if k in results["backends_run"]:
+            return "ran"
+        return "not selected" if ok else "not available"
+
     L.append("- fastmlp backends: " + ", ".join(
-        f"{k} ({'ran' if k in results['backends_run'] else 'not available' if not ok else 'not selected'})"
-        for k, ok in meta["backends"].items()))
+        f"{k} ({_state(k, ok)})" for k, ok in meta["backends"].items()))
     for k, err in meta.get("backend_errors", {}).items():
         L.append(f"  - {k}: {err}")
     L.append(f"- Command: `{results['command']}`")

@@ -96,7 +96,7 @@ class Workload:
 WORKLOADS = {
     "W1": Workload(
         "W1", "digits", "load_digits() raw pixels 0..16 (1797 x 64)", "multiclass", (64,),
-        "relu", "adam", 200, 100, quick_rows=1797, quick_epochs=5,
+        "relu", "adam", 200, 100, quick_rows=1797, quick_epochs=3,
     ),
     "W2": Workload(
         "W2", "seed net",
@@ -111,7 +111,7 @@ WORKLOADS = {
     ),
     "W4": Workload(
         "W4", "large", "X = rng.random((20000, 784)), y = rng.integers(0, 10, 20000)",
-        "multiclass", (1024, 1024), "relu", "adam", 256, 2, quick_rows=1024, quick_epochs=1,
+        "multiclass", (1024, 1024), "relu", "adam", 256, 2, quick_rows=512, quick_epochs=1,
     ),
     "W5": Workload(
         "W5", "online", "make_classification(n_samples=2000, n_features=10, random_state=0)",
