@@ -766,9 +766,11 @@ def render_markdown(results):
         L.append(f"Seconds per `fit`, median and min-max of {reps} interleaved run(s). "
                  "Ratios are of medians (higher = faster than the reference); GFLOP/s is "
                  "6 x n_samples x n_parameters x epochs / median, and its fraction is of the "
-                 "GEMM peak of the same dtype. Peak memory: MiB traced by tracemalloc during "
-                 "an extra one-epoch fit (Python and NumPy allocations; not BLAS, compiled "
-                 "code's own mallocs or PyTorch).\n")
+                 "GEMM peak of the same dtype. Final loss: `loss_` after the last epoch "
+                 "(scikit-learn and fastmlp start from the same weights and agree to "
+                 "rounding; PyTorch draws its own initial weights). Peak memory: MiB traced "
+                 "by tracemalloc during an extra one-epoch fit (Python and NumPy "
+                 "allocations; not BLAS, compiled code's own mallocs or PyTorch).\n")
         L.append("| workload | variant | median s | min-max s | vs sklearn f64 | "
                  "vs fastmlp numpy | GFLOP/s | of GEMM peak | final loss | peak MiB |")
         L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")

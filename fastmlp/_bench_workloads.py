@@ -353,6 +353,8 @@ def torch_fit(wid, X, y, epochs=None, seed=0):
     Returns
     -------
     model : torch.nn.Module
+        With ``loss_``: the last epoch's mean loss plus the L2 term, comparable with
+        scikit-learn's ``loss_``.
     """
     import torch
     import torch.nn.functional as F
@@ -388,8 +390,10 @@ def torch_fit(wid, X, y, epochs=None, seed=0):
     n = Xt.shape[0]
     bs = w.batch_size
     model.train()
+    loss_sum = 0.0
     for _ in range(epochs):
         perm = torch.randperm(n, generator=gen)
+        loss_sum = 0.0
         for start in range(0, n, bs):
             idx = perm[start : start + bs]
             xb, yb = Xt[idx], Yt[idx]
@@ -403,7 +407,14 @@ def torch_fit(wid, X, y, epochs=None, seed=0):
                 loss = 0.5 * F.mse_loss(out[:, 0], yb)
             loss.backward()
             opt.step()
+            # scikit-learn computes every batch's loss too (for loss_curve_): same work
+            loss_sum += loss.item() * idx.shape[0]
     model.eval()
+    with torch.no_grad():
+        l2 = sum(float((p * p).sum()) for p in weights)
+    # comparable with scikit-learn's loss_: last epoch's mean batch loss plus its L2 term
+    # (here with the final weights and the full batch size)
+    model.loss_ = loss_sum / n + 0.5 * COMMON_PARAMS["alpha"] * l2 / bs
     return model
 
 
