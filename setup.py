@@ -74,4 +74,6 @@ ext_modules = cythonize(extensions, compiler_directives=COMPILER_DIRECTIVES)
 for ext in ext_modules:
     ext.name = INSTALLED_PACKAGE + ext.name[len(SOURCE_PACKAGE):]
 
-setup(ext_modules=ext_modules)
+# cythonize lists the generated .c files as the extensions' sources, which would make
+# setuptools copy them into the wheel as package data; the .pyx/.pxd sources ship instead
+setup(ext_modules=ext_modules, exclude_package_data={INSTALLED_PACKAGE: ["*.c"]})

@@ -40,6 +40,14 @@ from ._cy_blas cimport gemm
 
 cnp.import_array()
 
+# C assert: compiled out in release builds (Python's CFLAGS define NDEBUG), active in the
+# debug build (FASTMLP_DEBUG_BUILD=1 compiles with -UNDEBUG). The kernels index raw
+# pointers, which Cython's boundscheck does not see, so the debug build asserts the
+# invariants that decide every address: buffers inside ``work``, rows <= capacity, rows of
+# X inside X. The ``def`` wrappers guarantee them in every build.
+cdef extern from "<assert.h>":
+    void c_assert "assert"(bint) noexcept nogil
+
 cdef extern from *:
     """
     /* AVX2 support of the CPU and the OS (GCC and Clang check XGETBV for the OS part) */
@@ -199,6 +207,7 @@ cdef Bufs layer_bufs(const Net* net, Py_ssize_t l, Py_ssize_t cap) noexcept nogi
             pos += cap * fo
         else:
             b.da = b.d
+    c_assert(pos <= cap * net.row_width)
     return b
 
 
@@ -636,6 +645,7 @@ cdef void forward_rows(const Net* net, const floating* theta, const floating* X0
     cdef floating* F
     cdef int code
     cdef Bufs bf
+    c_assert(0 < rows <= cap)
     for l in range(L):
         row = net.layout + l * N_COLS
         fi = row[FAN_IN]
@@ -853,8 +863,8 @@ cdef double finish_grad(const floating* theta, floating* grad, Py_ssize_t n,
 cdef double _train_epoch(const Net* net, floating* theta, floating* grad, floating* opt,
                          const floating* X, const floating* Y, const floating* sw,
                          const int64_t* order, Py_ssize_t n_order, Py_ssize_t bs,
-                         const double* hyper, int64_t* counters,
-                         floating* work) noexcept nogil:
+                         const double* hyper, int64_t* counters, floating* work,
+                         Py_ssize_t n_x) noexcept nogil:
     cdef Py_ssize_t start, rows, i, j, fi0 = net.layout[FAN_IN], n = net.n_params
     cdef floating* xb = work     # the gathered rows sit at the start of work
     cdef double loss_sum = 0.0, data, S, ss, lr_t, alpha = hyper[H_ALPHA]
@@ -866,6 +876,8 @@ cdef double _train_epoch(const Net* net, floating* theta, floating* grad, floati
     start = 0
     while start < n_order:
         rows = min(bs, n_order - start)
+        for i in range(rows):
+            c_assert(0 <= order[start + i] < n_x)
         if fi0 >= 16:
             for i in range(rows):
                 memcpy(xb + i * fi0, X + order[start + i] * fi0, fi0 * sizeof(floating))
@@ -1123,7 +1135,7 @@ def train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sample_weight,
                                 <const double*>cnp.PyArray_DATA(y), <const double*>p_sw,
                                 po, n_order, batch_size,
                                 <const double*>cnp.PyArray_DATA(hy),
-                                <int64_t*>cnp.PyArray_DATA(co), <double*>cnp.PyArray_DATA(wk))
+                                <int64_t*>cnp.PyArray_DATA(co), <double*>cnp.PyArray_DATA(wk), n)
         else:
             loss = _train_epoch(&net, <float*>cnp.PyArray_DATA(th),
                                 <float*>cnp.PyArray_DATA(gr), <float*>cnp.PyArray_DATA(op),
@@ -1131,7 +1143,7 @@ def train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sample_weight,
                                 <const float*>cnp.PyArray_DATA(y), <const float*>p_sw,
                                 po, n_order, batch_size,
                                 <const double*>cnp.PyArray_DATA(hy),
-                                <int64_t*>cnp.PyArray_DATA(co), <float*>cnp.PyArray_DATA(wk))
+                                <int64_t*>cnp.PyArray_DATA(co), <float*>cnp.PyArray_DATA(wk), n)
     return loss
 
 
