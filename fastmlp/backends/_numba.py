@@ -11,6 +11,8 @@ Numba is missing the ImportError propagates, and ``fastmlp.backends.get_backend`
 a clear error.
 """
 
+import functools
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -90,12 +92,29 @@ def workspace_size(layout, n_rows):
         (``n_samples``) and ``forward`` (``chunk_rows``).
     """
     layout = np.ascontiguousarray(layout, dtype=np.int64)
-    offs = np.empty((layout.shape[0] + 1, 3), dtype=np.int64)
-    return int(_nb.plan(layout, max(int(n_rows), 1), offs))
+    return _workspace_size(layout.tobytes(), layout.shape[0], max(int(n_rows), 1))
+
+
+@functools.lru_cache(maxsize=256)
+def _workspace_size(layout_bytes, n_layers, n_rows):
+    # cached: the estimator asks for every prediction, and a one-row predict costs a few us
+    layout = np.frombuffer(layout_bytes, dtype=np.int64).reshape(n_layers, -1)
+    offs = np.empty((n_layers + 1, 3), dtype=np.int64)
+    return int(_nb.plan(layout, n_rows, offs))
 
 
 _LAYOUT = (np.int64, 2)
 _PARAMS = (np.float64, 2)
+# positions of the arguments the kernels write, and of those they only read (dtype, ndim; None
+# for theta's dtype), for the slow path of _call
+_TRAIN_WRITTEN = {0: ("theta", 1), 1: ("grad", 1), 2: ("opt_state", 2), 12: ("counters", 1),
+                  13: ("work", 1)}
+_TRAIN_READ = {3: _LAYOUT, 4: _PARAMS, 5: (None, 2), 6: (None, 2), 9: (np.int64, 1),
+               11: (np.float64, 1)}
+_LOSS_WRITTEN = {0: ("theta", 1), 1: ("grad", 1), 10: ("work", 1)}
+_LOSS_READ = {2: _LAYOUT, 3: _PARAMS, 4: (None, 2), 5: (None, 2)}
+_FORWARD_WRITTEN = {4: ("out", 2), 7: ("work", 1)}
+_FORWARD_READ = {1: _LAYOUT, 2: _PARAMS, 3: (None, 2)}
 
 
 def train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sample_weight, order,
@@ -142,11 +161,7 @@ def train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sample_weight,
         order = order.copy()  # the kernel types it writable (it only reads it)
     args = (theta, grad, opt_state, layout, act_params, X, Y, sw, has_sw, order,
             int(batch_size), hyper, counters, work)
-    written = {0: ("theta", 1), 1: ("grad", 1), 2: ("opt_state", 2), 12: ("counters", 1),
-               13: ("work", 1)}
-    read = {3: _LAYOUT, 4: _PARAMS, 5: (None, 2), 6: (None, 2), 9: (np.int64, 1),
-            11: (np.float64, 1)}
-    return float(_call(_nb.train_epoch_kernel, args, written, read))
+    return float(_call(_nb.train_epoch_kernel, args, _TRAIN_WRITTEN, _TRAIN_READ))
 
 
 def loss_grad(theta, grad, layout, act_params, X, Y, sample_weight, alpha, counters, work):
@@ -170,9 +185,7 @@ def loss_grad(theta, grad, layout, act_params, X, Y, sample_weight, alpha, count
         X = X.toarray()
     counters = np.array(counters, dtype=np.int64)  # read only; the kernel types it writable
     args = (theta, grad, layout, act_params, X, Y, sw, has_sw, float(alpha), counters, work)
-    written = {0: ("theta", 1), 1: ("grad", 1), 10: ("work", 1)}
-    read = {2: _LAYOUT, 3: _PARAMS, 4: (None, 2), 5: (None, 2)}
-    return float(_call(_nb.loss_grad_kernel, args, written, read))
+    return float(_call(_nb.loss_grad_kernel, args, _LOSS_WRITTEN, _LOSS_READ))
 
 
 def forward(theta, layout, act_params, X, out, apply_output, chunk_rows, work):
@@ -190,8 +203,7 @@ def forward(theta, layout, act_params, X, out, apply_output, chunk_rows, work):
     chunk_rows : int
     work : ndarray of shape (workspace_size(layout, chunk_rows),)
     """
-    written = {4: ("out", 2), 7: ("work", 1)}
-    read = {1: _LAYOUT, 2: _PARAMS, 3: (None, 2)}
+    written, read = _FORWARD_WRITTEN, _FORWARD_READ
     apply_output = bool(apply_output)
     chunk_rows = int(chunk_rows)
     if isinstance(X, np.ndarray) or not sp.issparse(X):
