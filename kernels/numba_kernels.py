@@ -50,6 +50,7 @@ from numba import boolean, float32, float64, int64, njit, types, void
 from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic
 from numba.np.arrayobj import make_array, populate_array
+from llvmlite import ir
 
 __all__ = [
     "SMALL_GEMM",
@@ -225,6 +226,91 @@ def _sqrt(typingctx, x):
     return x(x), codegen
 
 
+@intrinsic
+def _f64_bits(typingctx, x):
+    """The bits of a float64 as an int64 (a register reinterpretation, no conversion)."""
+    if x != types.float64:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return types.int64(x), codegen
+
+
+@intrinsic
+def _bits_f64(typingctx, x):
+    """The float64 whose bits are the int64 ``x``."""
+    if x != types.int64:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(x), codegen
+
+
+_LOG2E = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01  # fdlibm's split of ln 2: k * _LN2_HI is exact
+_LN2_LO = 1.90821492927058770002e-10
+_SHIFTER = 6755399441055744.0  # 1.5 * 2**52: adding it rounds to an integer held in the low bits
+_SHIFTER_BITS = 0x4338000000000000
+_LOG_TINY = -708.3964185322641  # log of the smallest normal float64
+_LOG_HUGE = 709.0
+_LN2_54 = 54.0 * 0.6931471805599453
+_EXP_C = [1.0 / math.factorial(i) for i in range(14)]
+(_C2, _C3, _C4, _C5, _C6, _C7, _C8, _C9, _C10, _C11, _C12, _C13) = _EXP_C[2:]
+
+
+@njit(**_F_GEMM)
+def _exp(x):
+    """``exp`` of a float64 in plain arithmetic, so that loops calling it vectorise.
+
+    Numba calls libm's scalar ``exp`` (no vector math library is assumed), about 3x slower
+    than this inside a vectorised loop; the softmax of a 10-class batch of 200 rows makes 2000
+    calls per batch. Cody-Waite reduction ``x = k ln 2 + r``, ``|r| <= ln 2 / 2``, the degree-13
+    Taylor polynomial of ``e^r`` (truncation 5e-18) and ``2^k`` built from its bits.
+    Measured against ``np.exp``: within 2.3e-16 relative for normal results; results below
+    the smallest normal (x < -708.4) are rounded twice (still within 1e-9 of them); inf,
+    -inf and nan as ``np.exp``.
+    """
+    xc = min(max(x, -746.0), 710.0)  # beyond: 0 or inf anyway (k stays in range)
+    # 2^k must stay a normal number: near the ends, shift by 54 and scale back after
+    small = xc < _LOG_TINY
+    big = xc > _LOG_HUGE
+    xs = xc + _LN2_54 if small else xc
+    xs = xs - _LN2_54 if big else xs
+    t = xs * _LOG2E + _SHIFTER
+    k = t - _SHIFTER
+    r = (xs - k * _LN2_HI) - k * _LN2_LO
+    p = _C13
+    p = p * r + _C12
+    p = p * r + _C11
+    p = p * r + _C10
+    p = p * r + _C9
+    p = p * r + _C8
+    p = p * r + _C7
+    p = p * r + _C6
+    p = p * r + _C5
+    p = p * r + _C4
+    p = p * r + _C3
+    p = p * r + _C2
+    p = p * r + 1.0
+    p = p * r + 1.0
+    res = p * _bits_f64((_f64_bits(t) - _SHIFTER_BITS + 1023) << 52)
+    if small:
+        res = res * 5.551115123125783e-17  # 2**-54
+    if big:
+        res = res * 18014398509481984.0  # 2**54
+    return x if x != x else res
+
+
+@njit(**_F)
+def _sigmoid(z):
+    """``1 / (1 + e^-z)`` in float64 (as scipy's expit)."""
+    return 1.0 / (1.0 + _exp(-np.float64(z)))
+
+
 @njit(**_F)
 def _no_rows(work, cols):
     """An empty (0, cols) matrix of ``work``'s type (for buffers a layer does not have)."""
@@ -370,7 +456,7 @@ def _hidden_forward(code, p0, p1, Z, A, b, slopes, R, k, training, key):
         for i in range(rows):
             for j in range(n):
                 z = Z[i, j] + b[j]
-                Z[i, j] = one / (one + np.exp(-z))
+                Z[i, j] = _sigmoid(z)
     elif code == TANH:
         for i in range(rows):
             for j in range(n):
@@ -437,7 +523,7 @@ def _hidden_forward(code, p0, p1, Z, A, b, slopes, R, k, training, key):
             for j in range(n):
                 z = Z[i, j] + b[j]
                 Z[i, j] = z
-                A[i, j] = z * (one / (one + np.exp(-(beta * z))))
+                A[i, j] = z * _sigmoid(beta * z)
     elif code == GELU:
         for i in range(rows):
             for j in range(n):
@@ -546,7 +632,7 @@ def _hidden_backward(code, p0, T, Z, A, gb, slopes, gs, R, k):
         for i in range(rows):
             for j in range(fo):
                 z = Z[i, j]
-                d = T[i, j] if z > zero else T[i, j] * (al * np.exp(z))
+                d = T[i, j] if z > zero else T[i, j] * (al * _exp(np.float64(z)))
                 Z[i, j] = d
                 gb[j] += d
     elif code == SELU:
@@ -556,13 +642,13 @@ def _hidden_backward(code, p0, T, Z, A, gb, slopes, gs, R, k):
                 if z > zero:
                     d = T[i, j] * SELU_LAMBDA
                 else:
-                    d = T[i, j] * (SELU_LAMBDA * SELU_ALPHA * np.exp(z))
+                    d = T[i, j] * (SELU_LAMBDA * SELU_ALPHA * _exp(np.float64(z)))
                 Z[i, j] = d
                 gb[j] += d
     elif code == SOFTPLUS:
         for i in range(rows):
             for j in range(fo):
-                d = T[i, j] * (1.0 / (1.0 + np.exp(-Z[i, j])))
+                d = T[i, j] * _sigmoid(Z[i, j])
                 Z[i, j] = d
                 gb[j] += d
     elif code == SWISH:
@@ -570,7 +656,7 @@ def _hidden_backward(code, p0, T, Z, A, gb, slopes, gs, R, k):
         for i in range(rows):
             for j in range(fo):
                 z = Z[i, j]
-                s = one / (one + np.exp(-(beta * z)))
+                s = _sigmoid(beta * z)
                 d = T[i, j] * (s * (1.0 + beta * z * (1.0 - s)))
                 Z[i, j] = d
                 gb[j] += d
@@ -662,8 +748,7 @@ def _output_loss(loss_code, Z, b, Y, order, start, use_order, sw, has_sw, gb, ep
                 gb[j] += d
         elif loss_code == POISSON:
             for j in range(n):
-                p = np.exp(min(Z[i, j] + b[j], top))
-                p = t(p)
+                p = t(_exp(np.float64(min(Z[i, j] + b[j], top))))
                 y = Y[r, j]
                 li += _xlogy(y, y / p) - y + p
                 d = (p - y) * w if has_sw else p - y
@@ -671,7 +756,7 @@ def _output_loss(loss_code, Z, b, Y, order, start, use_order, sw, has_sw, gb, ep
                 gb[j] += d
         elif loss_code == BINARY_LOG_LOSS:
             for j in range(n):
-                p = t(one / (one + np.exp(-(Z[i, j] + b[j]))))
+                p = t(_sigmoid(Z[i, j] + b[j]))
                 y = Y[r, j]
                 pc = min(max(p, eps), hi)
                 li -= _xlogy(y, pc) + _xlogy(one - y, one - pc)
@@ -682,11 +767,11 @@ def _output_loss(loss_code, Z, b, Y, order, start, use_order, sw, has_sw, gb, ep
             m = Z[i, 0] + b[0]
             for j in range(1, n):
                 m = max(m, Z[i, j] + b[j])
+            for j in range(n):  # no reduction in this loop, so it vectorises
+                Z[i, j] = t(_exp(np.float64((Z[i, j] + b[j]) - m)))
             s = t(0.0)
             for j in range(n):
-                e = t(np.exp((Z[i, j] + b[j]) - m))
-                Z[i, j] = e
-                s += e
+                s += Z[i, j]
             for j in range(n):
                 p = Z[i, j] / s
                 y = Y[r, j]
@@ -713,21 +798,21 @@ def _output_forward(code, Z, b, apply_output, top):
     if code == LOGISTIC:
         for i in range(rows):
             for j in range(n):
-                Z[i, j] = one / (one + np.exp(-Z[i, j]))
+                Z[i, j] = _sigmoid(Z[i, j])
     elif code == EXP:
         for i in range(rows):
             for j in range(n):
-                Z[i, j] = np.exp(min(Z[i, j], top))
+                Z[i, j] = _exp(np.float64(min(Z[i, j], top)))
     elif code == SOFTMAX:
         for i in range(rows):
             m = Z[i, 0]
             for j in range(1, n):
                 m = max(m, Z[i, j])
+            for j in range(n):
+                Z[i, j] = t(_exp(np.float64(Z[i, j] - m)))
             s = t(0.0)
             for j in range(n):
-                e = t(np.exp(Z[i, j] - m))
-                Z[i, j] = e
-                s += e
+                s += Z[i, j]
             for j in range(n):
                 Z[i, j] = Z[i, j] / s
 

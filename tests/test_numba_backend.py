@@ -151,6 +151,26 @@ def test_forward_exp_output_stays_finite():
     assert np.isfinite(got).all()
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("out", ["logistic", "softmax", "exp"])
+def test_forward_extreme_logits(dtype, out):
+    # the kernels' own exp: saturation, underflow to zero, overflow clipped like the reference
+    net = _network([2], ["identity"], out, n_in=1, n_out=3)
+    theta = np.zeros(net.n_params, dtype=dtype)
+    W0, W1 = net.coef_views(theta)
+    W0[...] = 1.0
+    W1[...] = np.array([[1.0, -1.0, 0.5], [0.0, 0.0, 0.0]], dtype=dtype)
+    X = np.array([[-2000.0], [-800.0], [-720.0], [-30.0], [0.0], [1e-12], [30.0], [100.0],
+                  [720.0], [800.0]], dtype=dtype)
+    got = _forward(nb, net, theta, X, True, 4)
+    with np.errstate(over="ignore", under="ignore"):
+        want = _forward(ref, net, theta, X, True, 4)
+    assert not np.isnan(got).any()
+    # below the smallest normal number the float32 reference underflows to 0 where the
+    # kernels (computing in float64) keep a subnormal: equal up to that
+    np.testing.assert_allclose(got, want, rtol=CALL_RTOL[dtype], atol=np.finfo(dtype).tiny)
+
+
 # ---------------------------------------------------------------------------- loss_grad
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("loss_code", [0, 1, 2, 3])
