@@ -141,7 +141,7 @@ def test_rrelu_draws_match_reference():
 @pytest.mark.parametrize("m,n,k", [(5, 4, 3), (1, 4, 3), (5, 1, 3), (1, 1, 3), (5, 4, 1),
                                    (40, 30, 20), (1, 70, 50), (70, 1, 50), (33, 17, 2)])
 def test_row_major_gemm(dtype, ta, tb, m, n, k):
-    # tiny products take the plain loops, one-row and one-column ones GEMV, others GEMM
+    # one-row and one-column products take GEMV, the others GEMM
     rng = np.random.default_rng(0)
     A = rng.normal(size=(m, k) if ta == "n" else (k, m)).astype(dtype)
     B = rng.normal(size=(k, n) if tb == "n" else (n, k)).astype(dtype)
@@ -150,8 +150,7 @@ def test_row_major_gemm(dtype, ta, tb, m, n, k):
     for kern in BUILDS:
         _close(kern.row_major_gemm(ta, tb, 0.5, A, B, 2.0, C.copy()), 0.5 * product + 2.0 * C,
                CALL_RTOL[dtype])
-        # alpha 1, beta 0 (the kernels' case): tiny products take the plain loops, and C
-        # is not read
+        # alpha 1, beta 0 (the kernels' case): C is not read
         _close(kern.row_major_gemm(ta, tb, 1.0, A, B, 0.0, np.full_like(C, np.nan)), product,
                CALL_RTOL[dtype])
 
