@@ -95,6 +95,14 @@ def _data(loss_code, n, n_in, n_out, dtype, seed=1):
     return X, Y, sw
 
 
+SOLVERS = {
+    "adam": (np.array([1e-3, 0.0, 0.9, 0.999, 1e-8, 1e-3]), 1, 0),
+    "sgd_nesterov": (np.array([0.05, 0.9, 0.0, 0.0, 0.0, 1e-3]), 0, 1),
+    "sgd_plain": (np.array([0.05, 0.8, 0.0, 0.0, 0.0, 0.0]), 0, 0),
+    "sgd_no_momentum": (np.array([0.05, 0.0, 0.0, 0.0, 0.0, 0.2]), 0, 1),
+}
+
+
 def _counters(loss_code, solver=1, nesterov=0, step=5, adam_t=0):
     return np.array([solver, nesterov, adam_t, step, SEED, loss_code], dtype=np.int64)
 
@@ -153,6 +161,76 @@ def test_row_major_gemm(dtype, ta, tb, m, n, k):
         # alpha 1, beta 0 (the kernels' case): C is not read
         _close(kern.row_major_gemm(ta, tb, 1.0, A, B, 0.0, np.full_like(C, np.nan)), product,
                CALL_RTOL[dtype])
+
+
+# ------------------------------------------------------------- one activation, one step
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", HIDDEN)
+def test_activation_forward_and_stored_derivative(dtype, act):
+    # the fused bias + activation pass, and the f'(z) it stores for the backward pass,
+    # against the reference formulas of fastmlp.activations
+    a_ref = HIDDEN_ACTIVATIONS[act]
+    params = _params_for(act)
+    k = params.get("k", 1)
+    p = np.array([params.get(name, d) for name, d in zip(a_ref.params, a_ref.defaults)]
+                 + [0.0, 0.0])[:2]
+    if act == "maxout":
+        p[:] = 0.0
+    rng = np.random.default_rng(6)
+    rows, units = 11, 4
+    Z = rng.normal(0, 2, (rows, units * k)).astype(dtype)
+    b = rng.normal(0, 0.5, units * k).astype(dtype)
+    Z[0, :2] = b[:2] = 0.0  # the z = 0 edge of the piecewise activations
+    slopes = rng.uniform(0.05, 0.4, units).astype(dtype)
+    z = Z + b
+    for kern in BUILDS:
+        A, F = kern.activation_forward(a_ref.code, Z, b, p, slopes, k, True, SEED, 7, 1)
+        what = f"{act} {np.dtype(dtype).name}"
+        delta = np.ones((rows, units * k), dtype)
+        if a_ref.kind == "prelu":
+            expected = np.where(z > 0, z, z * slopes)
+        elif a_ref.kind == "rrelu":
+            r = (p[0] + (p[1] - p[0]) * rrelu_uniform(SEED, 7, 1, rows, units)).astype(dtype)
+            expected = np.where(z >= 0, z, z * r)
+            _close(F, np.where(z >= 0, 1, r), CALL_RTOL[dtype], what + " f'")
+        elif a_ref.kind == "maxout":
+            expected = z.reshape(rows, units, k).max(axis=2)
+        else:
+            expected = a_ref.forward(z.copy(), np.empty_like(z), p)
+            if F is not None:
+                _close(F, a_ref.derivative(z, expected, delta, p), CALL_RTOL[dtype],
+                       what + " f'")
+        _close(A, expected, CALL_RTOL[dtype], what)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("solver", list(SOLVERS))
+def test_optimizer_step_matches_reference(dtype, solver):
+    # one fused loop: L2 on the weights, 1/sum(w), and the update, against the reference
+    # step on the finished gradient; the return value is ||W||^2 before the step
+    from types import SimpleNamespace
+
+    hyper, solver_code, nesterov = SOLVERS[solver]
+    rng = np.random.default_rng(8)
+    n, n_coef, sw_sum = 3001, 2500, 7.5  # more than one block of the fused loop
+    theta = rng.normal(size=n).astype(dtype)
+    raw = rng.normal(size=n).astype(dtype)
+    state = np.abs(rng.normal(size=(2, n))).astype(dtype)
+    counters = _counters(0, solver_code, nesterov, adam_t=3)
+    finished = raw.copy()
+    finished[:n_coef] += dtype(hyper[5]) * theta[:n_coef]
+    finished /= dtype(sw_sum)
+    th_ref, st_ref, co_ref = theta.copy(), state.copy(), counters.copy()
+    tmp = SimpleNamespace(p_tmp1=np.empty(n, dtype), p_tmp2=np.empty(n, dtype))
+    ref._optimizer_step(th_ref, finished, st_ref, hyper, co_ref, tmp)
+    for kern in BUILDS:
+        th, st, co = theta.copy(), state.copy(), counters.copy()
+        ss = kern.optimizer_step(th, raw, st, n_coef, hyper, co, sw_sum)
+        np.testing.assert_array_equal(co, co_ref)
+        _close(th, th_ref, CALL_RTOL[dtype], solver)
+        _close(st, st_ref, CALL_RTOL[dtype], solver)
+        expected_ss = float(np.sum(theta[:n_coef].astype(np.float64) ** 2))
+        _close(ss, expected_ss if hyper[5] != 0 else 0.0, CALL_RTOL[dtype], solver)
 
 
 # ---------------------------------------------------------------------------- forward
@@ -310,12 +388,6 @@ def _epoch_both(kern, net, theta, X, Y, sw, order, bs, hyper, counters, epochs=2
     return results
 
 
-SOLVERS = {
-    "adam": (np.array([1e-3, 0.0, 0.9, 0.999, 1e-8, 1e-3]), 1, 0),
-    "sgd_nesterov": (np.array([0.05, 0.9, 0.0, 0.0, 0.0, 1e-3]), 0, 1),
-    "sgd_plain": (np.array([0.05, 0.8, 0.0, 0.0, 0.0, 0.0]), 0, 0),
-    "sgd_no_momentum": (np.array([0.05, 0.0, 0.0, 0.0, 0.0, 0.2]), 0, 1),
-}
 
 
 @pytest.mark.parametrize("kern", BUILDS, ids=BUILD_IDS)
