@@ -22,8 +22,12 @@ L2 term, the ``1 / sum(w)`` scaling and the SGD or Adam update, which also accum
 ``||W||^2`` for the loss.
 
 Floating-point operations follow the NumPy reference backend's order where that is cheap,
-so float64 results agree with it to rounding; transcendental activations are evaluated in
-double precision for both dtypes, as the reference does.
+so float64 results agree with it to rounding. In float32, logistic, tanh, softmax and exp
+are evaluated in float32 and the activations with parameters or special functions (codes
+7-12) in double, rounded once, as the reference computes them. The weight gradient is
+scaled by ``1 / sum(w)`` with a multiplication where the reference divides (one ulp).
+
+On x86-64 the same source is also compiled with AVX2 as ``_cy_avx2`` (see _cy_avx2.pyx).
 """
 
 cimport numpy as cnp
