@@ -1,9 +1,11 @@
 """Numba kernels of fastmlp: the compiled half of the ``numba`` backend.
 
 They implement ``docs/kernel_contract.md``; ``fastmlp.backends._numba`` wraps them in the
-backend entry points (it handles ``None`` sample weights, sparse input and argument checks).
+backend entry points (``None`` sample weights, sparse input, clear errors on wrong types).
 Everything below works on the flat parameter vector ``theta`` and on views carved out of the
-caller's ``work`` vector; nothing is allocated per mini-batch.
+caller's ``work`` vector; nothing is allocated per mini-batch (one small offsets array per call).
+The kernels check the layout against the arrays before any unchecked access and raise
+``ValueError`` on a mismatch.
 
 Compilation policy
 ------------------
@@ -24,16 +26,30 @@ Compilation policy
 - **One file.** Numba keys each cached function on its own source file only; a helper kept in
   another module could be edited without invalidating the cached entry points that inline it.
   So every function that Numba compiles for this backend lives here.
+- **Constants are unliteral.** Numba types a constant argument (``0``, ``True``) as a literal
+  and compiles the callee once more for it; :func:`_unlit` keeps one specialisation per dtype
+  (it halved the compile time of the batch code).
 - **Flags.** ``nogil=True`` everywhere (a whole epoch runs without the GIL);
   ``error_model='numpy'`` (a division by zero gives inf/nan instead of a Python exception check
   in every loop, which would also block vectorisation); no ``boundscheck``. ``fastmath`` is
-  limited to FMA contraction in the hand-written matrix products and to re-association in the
-  optimizer loop (so the L2 sum of squares vectorises); never ``nnan``/``ninf``: non-finite
-  values must propagate so the estimator can detect a diverging fit.
+  limited to FMA contraction (matrix-product loops, :func:`_exp`, the optimizer) and to
+  re-association where a loop sums (dot products, the L2 sum of squares, so they vectorise);
+  never ``nnan``/``ninf``: non-finite values must propagate so the estimator can detect a
+  diverging fit.
 
-Matrix products go to BLAS through ``np.dot(a, b, out)`` (Numba calls scipy's ``?gemm``),
-except tiny ones (``m * k * n <= SMALL_GEMM``, measured: one sample per step, or a handful of
-inputs), where the call overhead of BLAS exceeds the arithmetic and a plain loop wins.
+What keeps the loops vectorised (each measured): in-place loops read and write one array
+variable (two views of one buffer fail LLVM's runtime overlap check); loops start at index 0
+of a slice (a runtime start offset keeps Numba's negative-index check in every access); the
+float32 loops stay float32 (:func:`_sqrt`; Numba's own ``sqrt``/``exp`` of a float32 return a
+float64); ``exp`` is :func:`_exp` (plain arithmetic) rather than libm's scalar call.
+
+Matrix products go to BLAS through ``np.dot(a, b, out)`` (Numba calls scipy's ``?gemm``; no
+copies for transposed operands), except tiny ones (``m * k * n <= SMALL_GEMM``: one sample per
+step), the gradient of a layer with one or two inputs, and the outer product that propagates
+the delta of a one-output layer, where BLAS's call and packing overhead exceeds the arithmetic
+and a plain loop wins (measured per shape against single-threaded OpenBLAS). Plain loops
+cannot beat BLAS on mid-size products: Numba does not enable LLVM's SLP vectoriser, so
+register-blocked micro-kernels compile to scalar code.
 
 Work layout (see :func:`plan`): for ``R`` rows, the gathered input ``XB`` (R x n_in), a scratch
 ``T`` (R x widest hidden layer) for the product ``delta W^T``, and per layer ``Z`` (R x N_PRE),
@@ -1044,7 +1060,8 @@ def _validate(layout, act_params, n_params, n_in, n_out, work_size, n_rows):
     """
     L = layout.shape[0]
     if L < 1 or layout.shape[1] < 8 or act_params.shape[0] != L or act_params.shape[1] < 2:
-        raise ValueError("layout must have shape (n_layers - 1, 8) and act_params (n_layers - 1, 2)")
+        raise ValueError("layout must have shape (n_layers - 1, 8) and act_params "
+                         "(n_layers - 1, 2)")
     for l in range(L):
         fi, fo, npre, k = layout[l, FAN_IN], layout[l, FAN_OUT], layout[l, N_PRE], layout[l, K]
         if fi < 1 or fo < 1 or k < 1 or npre != fo * k or (l > 0 and fi != layout[l - 1, FAN_OUT]):

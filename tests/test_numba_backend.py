@@ -9,6 +9,7 @@ The backend is imported directly: if Numba were missing this module fails, it is
 """
 
 import itertools
+import threading
 import warnings
 
 import numpy as np
@@ -369,6 +370,34 @@ def test_backend_identity():
     assert nb.name == "numba"
     net = _network([4, 3], ["relu", "maxout"], "softmax")
     assert nb.workspace_size(net.layout, 10) >= nb.workspace_size(net.layout, 1) > 0
+
+
+def test_kernels_release_the_gil_and_are_reentrant():
+    # every public kernel is compiled nogil; epochs run concurrently in threads give exactly
+    # the results of the same epochs run one after the other
+    for kernel in (numba_kernels.train_epoch_kernel, numba_kernels.loss_grad_kernel,
+                   numba_kernels.forward_kernel, numba_kernels.plan):
+        assert kernel.targetoptions["nogil"] is True
+    net = _network([16, 8], ["relu", "tanh"], "softmax")
+    X, Y, _ = _data(3, 200, 5, 3, np.float64)
+    hyper = np.array([0.01, 0.9, 0.9, 0.999, 1e-8, 1e-4])
+    order = np.random.default_rng(0).permutation(200).astype(np.int64)
+    thetas = [_theta(net, np.float64, seed=s) for s in range(4)]
+    sequential = [_epoch(nb, net, th, X, Y, None, order, 10, hyper, _counters(3, 1))
+                  for th in thetas]
+    results = [None] * 4
+
+    def run(i):
+        results[i] = _epoch(nb, net, thetas[i], X, Y, None, order, 10, hyper, _counters(3, 1))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got, want in zip(results, sequential):
+        assert got[0] == want[0]
+        np.testing.assert_array_equal(got[1], want[1])
 
 
 # ---------------------------------------------------------------------- whole fits
