@@ -856,6 +856,8 @@ def render_markdown(results):
     fl = results.get("floors")
     if fl:
         L.append("## Against the floors of issue 4 (informational, never asserted)\n")
+        if results["quick"]:
+            L.append("Quick mode: these are not the workloads the floors are defined on.\n")
         L.append("| check | backend | measured | floor | met |")
         L.append("| --- | --- | --- | --- | --- |")
         for f in fl:
@@ -1023,6 +1025,15 @@ def _run(args, argv):
             _log(f"backend {b} not available: {err}")
 
     loadavg_start = _loadavg()
+    ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if loadavg_start and ncpu and loadavg_start[0] > 0.75 * ncpu:
+        # other work competes for the cores: threaded BLAS then waits for time slices and
+        # small products get many times slower; say so next to the figures
+        msg = (f"The machine was busy at the start (load average {loadavg_start[0]:.2f} on "
+               f"{ncpu} CPUs): timings are unreliable; compare ratios within the run, and "
+               "consider --blas-threads 1.")
+        notes.append(msg)
+        _log("WARNING: " + msg)
     results = {
         "schema": 1, "quick": bool(args.quick), "repeats": args.repeats,
         "cold_runs": args.cold_runs, "workloads": args.workloads,
