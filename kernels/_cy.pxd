@@ -100,18 +100,16 @@ cdef void act_backward(int code, floating* D, const floating* DA, const floating
                        Py_ssize_t k) noexcept nogil
 
 cdef double loss_delta(int loss, const floating* P, const floating* Y,
-                       const int64_t* idx, const floating* sw, Py_ssize_t rows,
-                       Py_ssize_t n_out, floating* D, floating* gb,
-                       double* sw_sum) noexcept nogil
+                       const floating* sw, Py_ssize_t rows, Py_ssize_t n_out, floating* D,
+                       floating* gb, double* sw_sum) noexcept nogil
 
 cdef void forward_rows(const Net* net, const floating* theta, const floating* X0,
                        Py_ssize_t rows, Py_ssize_t cap, floating* work, bint train,
                        uint64_t k_batch, floating* out, bint apply_output) noexcept nogil
 cdef double batch_loss_grad(const Net* net, const floating* theta, floating* grad,
                             const floating* X0, const floating* Y, const floating* sw,
-                            const int64_t* idx, Py_ssize_t rows, Py_ssize_t cap,
-                            uint64_t k_batch, int loss, floating* work,
-                            double* sw_sum) noexcept nogil
+                            Py_ssize_t rows, Py_ssize_t cap, uint64_t k_batch, int loss,
+                            floating* work, double* sw_sum) noexcept nogil
 
 cdef double sgd_step(floating* theta, const floating* grad, floating* vel, Py_ssize_t n,
                      Py_ssize_t n_coef, double lr, double momentum, bint nesterov,

@@ -66,6 +66,21 @@ cdef extern from *:
     """
     int fastmlp_cpu_supports_avx2() noexcept nogil
 
+cdef extern from *:
+    """
+    /* a hint only: the rows of a shuffled batch are at random places in X */
+    #if defined(__GNUC__) || defined(__clang__)
+    #define FASTMLP_PREFETCH(p) __builtin_prefetch(p)
+    #else
+    #define FASTMLP_PREFETCH(p) ((void)0)
+    #endif
+    """
+    void prefetch "FASTMLP_PREFETCH"(const void*) noexcept nogil
+
+# rows of X ahead of the one being copied whose first cache line is requested
+cdef enum:
+    PREFETCH_ROWS = 8
+
 __all__ = ["workspace_size", "train_epoch", "loss_grad", "forward", "rrelu_uniform",
            "activation_forward", "row_major_gemm", "optimizer_step", "cpu_supports_avx2"]
 
@@ -155,9 +170,10 @@ cdef inline bint _stores_fprime(int64_t code) noexcept nogil:
 
 
 cdef Py_ssize_t row_width(const int64_t* layout, Py_ssize_t n_layers) noexcept nogil:
-    """Elements of ``work`` per row of batch: the gathered input row, then per layer the
-    buffers of :func:`layer_bufs`."""
-    cdef Py_ssize_t l, width = layout[FAN_IN], npre, fo
+    """Elements of ``work`` per row of batch: the gathered input row, target row and sample
+    weight, then per layer the buffers of :func:`layer_bufs`."""
+    cdef Py_ssize_t l, width = layout[FAN_IN] + layout[(n_layers - 1) * N_COLS + FAN_OUT] + 1
+    cdef Py_ssize_t npre, fo
     cdef int64_t code
     cdef bint hidden
     for l in range(n_layers):
@@ -178,11 +194,14 @@ cdef Py_ssize_t row_width(const int64_t* layout, Py_ssize_t n_layers) noexcept n
 cdef Bufs layer_bufs(const Net* net, Py_ssize_t l, Py_ssize_t cap) noexcept nogil:
     """Offsets of layer ``l``'s buffers in ``work`` for batches of up to ``cap`` rows.
 
-    ``work`` = [X rows (cap x FAN_IN of layer 0)] then, per layer, [Z][A?][F?][D][DA?].
+    ``work`` = [X rows (cap x FAN_IN of layer 0)][Y rows (cap x n_outputs)][weights (cap)]
+    then, per layer, [Z][A?][F?][D][DA?].
     ``A`` aliases ``Z`` unless the layer is PReLU (needs z for the slope gradient) or
     maxout (different width); the output layer is always computed in place.
     """
-    cdef Py_ssize_t m, pos = cap * net.layout[FAN_IN], npre, fo
+    cdef Py_ssize_t m, npre, fo
+    cdef Py_ssize_t pos = cap * (net.layout[FAN_IN] + net.layout[(net.n_layers - 1) * N_COLS
+                                                                 + FAN_OUT] + 1)
     cdef int64_t code
     cdef bint hidden
     cdef Bufs b
@@ -544,9 +563,8 @@ cdef void act_backward(int code, floating* D, const floating* DA, const floating
 
 # ================================================================================ loss
 cdef double loss_delta(int loss, const floating* P, const floating* Y,
-                       const int64_t* idx, const floating* sw, Py_ssize_t rows,
-                       Py_ssize_t n_out, floating* D, floating* gb,
-                       double* sw_sum) noexcept nogil:
+                       const floating* sw, Py_ssize_t rows, Py_ssize_t n_out, floating* D,
+                       floating* gb, double* sw_sum) noexcept nogil:
     """Batch loss, output delta and output bias gradient in one pass.
 
     Parameters
@@ -555,8 +573,8 @@ cdef double loss_delta(int loss, const floating* P, const floating* Y,
         Loss code (0 squared error, 1 Poisson, 2 binary/multilabel log-loss, 3 multiclass).
     P : (rows, n_out)
         Output activations.
-    Y, sw : the whole target matrix (n_samples, n_out) and weights (n_samples,) or NULL
-        Row ``i`` of the batch is sample ``idx[i]`` (``i`` if ``idx`` is NULL).
+    Y, sw : (rows, n_out) and (rows,) or NULL
+        The batch's targets and sample weights (NULL: unit weights).
     D : (rows, n_out)
         Out: ``(p - y) * w`` (may be ``P`` itself).
     gb : (n_out,)
@@ -568,7 +586,7 @@ cdef double loss_delta(int loss, const floating* P, const floating* Y,
     double
         ``sum_i w_i l_i / sum_i w_i`` (no L2 term).
     """
-    cdef Py_ssize_t i, kk, r
+    cdef Py_ssize_t i, kk
     cdef const floating* yr
     cdef const floating* pr
     cdef floating* dr
@@ -577,10 +595,9 @@ cdef double loss_delta(int loss, const floating* P, const floating* Y,
     cdef double total = 0.0, S = 0.0, li
     memset(gb, 0, n_out * sizeof(floating))
     for i in range(rows):
-        r = idx[i] if idx != NULL else i
         if sw != NULL:
-            w = sw[r]
-        yr = Y + r * n_out
+            w = sw[i]
+        yr = Y + i * n_out
         pr = P + i * n_out
         dr = D + i * n_out
         li = 0.0
@@ -678,13 +695,12 @@ cdef void forward_rows(const Net* net, const floating* theta, const floating* X0
 
 cdef double batch_loss_grad(const Net* net, const floating* theta, floating* grad,
                             const floating* X0, const floating* Y, const floating* sw,
-                            const int64_t* idx, Py_ssize_t rows, Py_ssize_t cap,
-                            uint64_t k_batch, int loss, floating* work,
-                            double* sw_sum) noexcept nogil:
+                            Py_ssize_t rows, Py_ssize_t cap, uint64_t k_batch, int loss,
+                            floating* work, double* sw_sum) noexcept nogil:
     """Forward, loss and backward for one batch.
 
-    ``X0`` holds the batch's rows (rows x FAN_IN, contiguous); row ``i`` is sample
-    ``idx[i]`` of ``Y`` / ``sw`` (``i`` if ``idx`` is NULL). On return ``grad`` holds the
+    ``X0``, ``Y``, ``sw`` hold the batch's rows (contiguous; ``sw`` NULL for unit
+    weights). On return ``grad`` holds the
     UNSCALED gradient: ``A^T delta`` for the weights (no L2 term), the delta sums for the
     intercepts, the slope sums for PReLU; :func:`finish_grad` or the optimizer loop adds
     ``alpha W`` and divides by ``sw_sum``. Returns the data loss (no L2 term).
@@ -699,7 +715,7 @@ cdef double batch_loss_grad(const Net* net, const floating* theta, floating* gra
     forward_rows(net, theta, X0, rows, cap, work, True, k_batch, <floating*>NULL, True)
     row = net.layout + (L - 1) * N_COLS
     bf = layer_bufs(net, L - 1, cap)
-    data = loss_delta(loss, work + bf.z, Y, idx, sw, rows, row[FAN_OUT], work + bf.d,
+    data = loss_delta(loss, work + bf.z, Y, sw, rows, row[FAN_OUT], work + bf.d,
                       grad + row[INTER_OFF], sw_sum)
     for l in range(L - 1, -1, -1):
         row = net.layout + l * N_COLS
@@ -869,8 +885,14 @@ cdef double _train_epoch(const Net* net, floating* theta, floating* grad, floati
                          const int64_t* order, Py_ssize_t n_order, Py_ssize_t bs,
                          const double* hyper, int64_t* counters, floating* work,
                          Py_ssize_t n_x) noexcept nogil:
-    cdef Py_ssize_t start, rows, i, j, fi0 = net.layout[FAN_IN], n = net.n_params
-    cdef floating* xb = work     # the gathered rows sit at the start of work
+    cdef Py_ssize_t start, rows, i, j, r, fi0 = net.layout[FAN_IN], n = net.n_params
+    cdef Py_ssize_t n_out = net.layout[(net.n_layers - 1) * N_COLS + FAN_OUT]
+    # the batch's rows of X, Y and sample_weight are gathered at the start of work: the
+    # GEMMs need contiguous rows, and copying them in one loop overlaps the cache misses
+    # of a shuffled order instead of meeting them one by one in the loss pass
+    cdef floating* xb = work
+    cdef floating* yb = work + bs * fi0
+    cdef floating* swb = yb + bs * n_out
     cdef double loss_sum = 0.0, data, S, ss, lr_t, alpha = hyper[H_ALPHA]
     cdef double b1 = hyper[H_BETA_1], b2 = hyper[H_BETA_2]
     cdef int loss = <int>counters[C_LOSS]
@@ -881,16 +903,21 @@ cdef double _train_epoch(const Net* net, floating* theta, floating* grad, floati
     while start < n_order:
         rows = min(bs, n_order - start)
         for i in range(rows):
-            c_assert(0 <= order[start + i] < n_x)
-        if fi0 >= 16:
-            for i in range(rows):
-                memcpy(xb + i * fi0, X + order[start + i] * fi0, fi0 * sizeof(floating))
-        else:
-            for i in range(rows):
+            r = order[start + i]
+            c_assert(0 <= r < n_x)
+            if i + PREFETCH_ROWS < rows:
+                prefetch(X + order[start + i + PREFETCH_ROWS] * fi0)
+            if fi0 >= 16:
+                memcpy(xb + i * fi0, X + r * fi0, fi0 * sizeof(floating))
+            else:
                 for j in range(fi0):
-                    xb[i * fi0 + j] = X[order[start + i] * fi0 + j]
-        data = batch_loss_grad(net, theta, grad, xb, Y, sw, order + start, rows, bs,
-                               splitmix64(seed ^ splitmix64(<uint64_t>counters[C_STEP])),
+                    xb[i * fi0 + j] = X[r * fi0 + j]
+            for j in range(n_out):
+                yb[i * n_out + j] = Y[r * n_out + j]
+            if sw != NULL:
+                swb[i] = sw[r]
+        data = batch_loss_grad(net, theta, grad, xb, yb, swb if sw != NULL else NULL, rows,
+                               bs, splitmix64(seed ^ splitmix64(<uint64_t>counters[C_STEP])),
                                loss, work, &S)
         if adam:
             counters[C_ADAM_T] += 1
@@ -914,8 +941,8 @@ cdef double _loss_grad(const Net* net, const floating* theta, floating* grad,
     cdef double S, data, ss
     cdef uint64_t k_batch = splitmix64(<uint64_t>counters[C_SEED]
                                        ^ splitmix64(<uint64_t>counters[C_STEP]))
-    data = batch_loss_grad(net, theta, grad, X, Y, sw, <int64_t*>NULL, n_rows, n_rows,
-                           k_batch, <int>counters[C_LOSS], work, &S)
+    data = batch_loss_grad(net, theta, grad, X, Y, sw, n_rows, n_rows, k_batch,
+                           <int>counters[C_LOSS], work, &S)
     ss = finish_grad(theta, grad, net.n_params, net.n_coef, alpha, S)
     return data + (0.5 * alpha) * ss / S
 
@@ -1050,9 +1077,10 @@ def workspace_size(layout, n_rows):
     Returns
     -------
     int
-        ``n_rows`` times the per-row width: the gathered input row, and per layer the
-        pre-activations and deltas, plus separate activations (PReLU, maxout), stored
-        derivatives (leaky_relu, rrelu, codes 7-14) and maxout's unit deltas.
+        ``n_rows`` times the per-row width: the gathered input row, target row and weight,
+        and per layer the pre-activations and deltas, plus separate activations (PReLU,
+        maxout), stored derivatives (leaky_relu, rrelu, codes 7-14) and maxout's unit
+        deltas.
     """
     cdef cnp.ndarray lay = _arr(layout, "layout", cnp.NPY_INT64, 2, False)
     if cnp.PyArray_DIM(lay, 0) < 1 or cnp.PyArray_DIM(lay, 1) != N_COLS:
