@@ -70,10 +70,11 @@ if BUILD_AVX2:
         )
     )
 
-ext_modules = cythonize(extensions, compiler_directives=COMPILER_DIRECTIVES)
+# The generated C goes to build/cython, not next to the .pyx: inside the package directory
+# setuptools would ship it in the wheel as package data (the .pyx/.pxd sources ship).
+ext_modules = cythonize(extensions, compiler_directives=COMPILER_DIRECTIVES,
+                        build_dir="build/cython")
 for ext in ext_modules:
     ext.name = INSTALLED_PACKAGE + ext.name[len(SOURCE_PACKAGE):]
 
-# cythonize lists the generated .c files as the extensions' sources, which would make
-# setuptools copy them into the wheel as package data; the .pyx/.pxd sources ship instead
-setup(ext_modules=ext_modules, exclude_package_data={INSTALLED_PACKAGE: ["*.c"]})
+setup(ext_modules=ext_modules)
