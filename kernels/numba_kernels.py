@@ -118,7 +118,6 @@ _F_OPT = dict(_F, fastmath={"contract", "reassoc"})
 # ------------------------------------------------------------------------------ types
 _I1 = int64[::1]
 _I2RO = types.Array(int64, 2, "C", readonly=True)
-_I1RO = types.Array(int64, 1, "C", readonly=True)
 _F1RO = types.Array(float64, 1, "C", readonly=True)
 _F2RO = types.Array(float64, 2, "C", readonly=True)
 
@@ -349,7 +348,9 @@ def _mm_nn(A, B, C):
     """``C = A @ B``; A (m, k), B (k, n), C (m, n), all C-contiguous."""
     m, k = A.shape
     n = B.shape[1]
-    if m * k * n > SMALL_GEMM:
+    # (2 to 4 rows: OpenBLAS's small-m path costs 2-3x the loop, measured up to 64 x 64
+    # weights; one row goes to its matrix-vector path, as fast as the loop)
+    if m * k * n > SMALL_GEMM and not (1 < m <= 4 and k * n <= 4096):
         np.dot(A, B, C)
         return
     zero = C.dtype.type(0.0)

@@ -132,6 +132,18 @@ def test_forward_every_output_activation(dtype, out):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("chunk", [1, 3, 4, 5, 64])
+def test_forward_chunk_sizes_cross_the_gemm_paths(dtype, chunk):
+    # the products switch between plain loops and BLAS with the number of rows
+    net = _network([40, 30], ["relu", "tanh"], "softmax", n_in=20, n_out=5)
+    theta = _theta(net, dtype) * dtype(0.3)
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(11, 20)).astype(dtype)
+    got = _forward(nb, net, theta, X, True, chunk)
+    _close(got, _forward(ref, net, theta, X, True, 64), CALL_RTOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_forward_sparse_input_is_densified_by_chunks(dtype):
     net = _network([6], ["relu"], "logistic", n_in=12, n_out=2)
     theta = _theta(net, dtype)
