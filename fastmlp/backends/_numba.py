@@ -1,10 +1,11 @@
 """The Numba backend: every mini-batch of an epoch, and every prediction, in compiled code.
 
 A thin wrapper around ``fastmlp.kernels.numba_kernels`` (see its docstring for the compilation
-policy): it checks the arrays the kernels write into, converts the ones they only read when
-needed (a no-op for the arrays the estimator passes), replaces ``sample_weight=None`` by a flag,
-and densifies sparse input chunk by chunk for prediction. Entry points and arrays are described
-in ``docs/kernel_contract.md``.
+policy): it replaces ``sample_weight=None`` by a flag, densifies sparse input (chunk by chunk
+for prediction) and calls the kernel directly; only when the kernel rejects the argument types
+does it say which array is wrong, or convert the arrays the kernels only read. The kernels
+themselves check shapes against the layout. Entry points and arrays are described in
+``docs/kernel_contract.md``.
 
 Importing this module imports Numba and loads (or, the first time, compiles) the kernels; if
 Numba is missing the ImportError propagates, and ``fastmlp.backends.get_backend`` turns it into
