@@ -109,14 +109,14 @@ cdef void forward_rows(const Net* net, const floating* theta, const floating* X0
 cdef double batch_loss_grad(const Net* net, const floating* theta, floating* grad,
                             const floating* X0, const floating* Y, const floating* sw,
                             Py_ssize_t rows, Py_ssize_t cap, uint64_t k_batch, int loss,
-                            floating* work, double* sw_sum) noexcept nogil
+                            floating* work, double* sw_sum, bint accumulate) noexcept nogil
 
-cdef double sgd_step(floating* theta, const floating* grad, floating* vel, Py_ssize_t n,
+cdef double sgd_step(floating* theta, floating* grad, floating* vel, Py_ssize_t n,
                      Py_ssize_t n_coef, double lr, double momentum, bint nesterov,
-                     double alpha, double sw_sum) noexcept nogil
-cdef double adam_step(floating* theta, const floating* grad, floating* m, floating* v,
+                     double alpha, double sw_sum, bint zero_grad) noexcept nogil
+cdef double adam_step(floating* theta, floating* grad, floating* m, floating* v,
                       Py_ssize_t n, Py_ssize_t n_coef, double lr_t, double beta_1,
                       double beta_2, double epsilon, double alpha,
-                      double sw_sum) noexcept nogil
+                      double sw_sum, bint zero_grad) noexcept nogil
 cdef double finish_grad(const floating* theta, floating* grad, Py_ssize_t n,
                         Py_ssize_t n_coef, double alpha, double sw_sum) noexcept nogil
