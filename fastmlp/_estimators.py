@@ -168,11 +168,21 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         net = self._network
         self.coefs_ = net.coef_views(self._theta)
         self.intercepts_ = net.intercept_views(self._theta)
-        self._views = (tuple(map(id, self.coefs_)), tuple(map(id, self.intercepts_)))
+
+    def _views_intact(self):
+        """True while ``coefs_`` and ``intercepts_`` are still the views into ``_theta``."""
+        theta = self._theta
+        for arr in self.coefs_:
+            if arr.base is not theta:
+                return False
+        for arr in self.intercepts_:
+            if arr.base is not theta:
+                return False
+        return True
 
     def _sync_theta(self):
         """Copy back ``coefs_`` / ``intercepts_`` that a user replaced, restore the views."""
-        if (tuple(map(id, self.coefs_)), tuple(map(id, self.intercepts_))) == self._views:
+        if self._views_intact():
             return
         net = self._network
         for view, new in zip(net.coef_views(self._theta), self.coefs_):
@@ -188,7 +198,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         if "_theta" in state:
             self._sync_theta()
             state = dict(state)
-            for key in ("coefs_", "intercepts_", "_views"):
+            for key in ("coefs_", "intercepts_"):
                 state.pop(key, None)
         return state
 
@@ -432,10 +442,15 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         if size is None:
             size = backend.workspace_size(net.layout, chunk)
         work = np.empty(size, dtype=theta.dtype)
-        with np.errstate(all="ignore"):
+        if self.backend_ == "numpy":
+            with np.errstate(all="ignore"):
+                backend.forward(theta, net.layout, net.act_params, X, out, apply_output, chunk,
+                                work)
+        else:  # compiled kernels raise no floating-point warnings
             backend.forward(theta, net.layout, net.act_params, X, out, apply_output, chunk,
                             work)
-            if not np.isfinite(out).all():
+        if not np.isfinite(out).all():
+            with np.errstate(all="ignore"):
                 # logits overflowed: clip them into the finite range, then apply the output
                 # activation (softmax subtracts the row maximum, so it stays finite)
                 backend.forward(theta, net.layout, net.act_params, X, out, False, chunk, work)
