@@ -31,9 +31,11 @@ if DEBUG:
     DEFINE_MACROS = [("FASTMLP_DEBUG", "1")]
 else:
     # -fno-math-errno: sqrt needs no errno branch, so the optimizer loops vectorise.
+    # -fno-trapping-math: comparisons may be evaluated as selects (the kernels never read
+    # floating-point exception flags), so clamps and piecewise activations vectorise.
     # -ffp-contract=off: no fused multiply-adds, so every build (and the AVX2 one) rounds
     # exactly as the source says, and the same fit gives the same numbers on every CPU.
-    EXTRA_COMPILE_ARGS = ["-O3", "-fno-math-errno", "-ffp-contract=off"]
+    EXTRA_COMPILE_ARGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"]
     DEFINE_MACROS = []
 DEFINE_MACROS.append(("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"))
 
