@@ -216,8 +216,9 @@ def _blas_summary(info):
     parts = []
     for d in info["blas"]:
         if d.get("user_api") == "blas":
+            n = d.get("num_threads")
             parts.append(f"{d.get('internal_api')} {d.get('version')} "
-                         f"({d.get('architecture')}, {d.get('num_threads')} threads)")
+                         f"({d.get('architecture')}, {n} thread{'' if n == 1 else 's'})")
     return "; ".join(dict.fromkeys(parts)) or "unknown"
 
 
@@ -725,7 +726,8 @@ def render_markdown(results):
     if results["quick"]:
         title += " (QUICK mode: shrunk sizes, a harness check, not comparable figures)"
     L.append(f"# {title}\n")
-    L.append(f"- Date: {meta['date']}; git commit: {meta.get('git_commit') or 'unknown'}")
+    fin = f" (finished {meta['finished']})" if meta.get("finished") else ""
+    L.append(f"- Date: {meta['date']}{fin}; git commit: {meta.get('git_commit') or 'unknown'}")
     L.append(f"- Machine: {meta['cpu']}, {meta['cpus_usable']} usable CPU(s); "
              f"load average at start {meta.get('loadavg_start')}, "
              f"at end {meta.get('loadavg_end')}")
@@ -937,6 +939,8 @@ def plot_speedups(results, path):
     title = "fastmlp training speed"
     if results["quick"]:
         title += " (quick mode)"
+    if results.get("blas_threads"):
+        title += f", BLAS and PyTorch limited to {results['blas_threads']} thread(s)"
     ax.set_title(f"{title}, {results['meta']['date'][:10]}")
     ax.grid(axis="y", which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2, loc="best")
@@ -1024,6 +1028,7 @@ def _run(args, argv):
         if err:
             _log(f"backend {b} not available: {err}")
 
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     loadavg_start = _loadavg()
     ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if loadavg_start and ncpu and loadavg_start[0] > 0.75 * ncpu:
@@ -1086,6 +1091,8 @@ def _run(args, argv):
 
     results["floors"] = check_floors(results)
     meta = machine_info(status, use_torch)
+    meta["finished"] = meta["date"]
+    meta["date"] = started  # the run's date is when it started
     meta["loadavg_start"] = loadavg_start
     meta["loadavg_end"] = _loadavg()
     results["meta"] = meta
