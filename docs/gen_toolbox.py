@@ -5,7 +5,10 @@ aliases); initialisations from the table in the docstring of ``fastmlp.initializ
 one place their variance formulas are written). ``tests/test_toolbox_doc.py`` fails when the
 committed file differs from what this script writes.
 
-Usage: ``python docs/gen_toolbox.py`` (rewrites ``docs/toolbox.md``).
+It also writes the short lists of README.md (one line per activation and initialisation),
+between the markers ``<!-- toolbox:begin -->`` and ``<!-- toolbox:end -->``.
+
+Usage: ``python docs/gen_toolbox.py`` (rewrites ``docs/toolbox.md`` and that README block).
 """
 
 from fractions import Fraction
@@ -16,6 +19,8 @@ from fastmlp.activations import ALIASES, HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS
 from fastmlp.initializers import INITIALIZERS
 
 OUT = Path(__file__).resolve().parent / "toolbox.md"
+README = Path(__file__).resolve().parents[1] / "README.md"
+BEGIN, END = "<!-- toolbox:begin -->", "<!-- toolbox:end -->"
 
 
 def init_table():
@@ -56,11 +61,43 @@ def _params(act):
         f"`{p}` (default {_number(d)})" for p, d in zip(act.params, act.defaults))
 
 
-def render():
-    """The Markdown text of docs/toolbox.md."""
+def _aliases():
     aliases = {}
     for alias, target in ALIASES.items():
         aliases.setdefault(target, []).append(alias)
+    return aliases
+
+
+def readme_block():
+    """The README's lists: every activation and initialisation, one line each."""
+    aliases = _aliases()
+    out = [BEGIN, "", "Hidden-layer activations (`activation=`, parameters through "
+           "`activation_params=`):", ""]
+    for name, act in HIDDEN_ACTIVATIONS.items():
+        alias = ""
+        if name in aliases:
+            alias = " (alias " + ", ".join(f"`{a}`" for a in sorted(aliases[name])) + ")"
+        out.append(f"- `{name}`{alias}: {act.formula}{_params(act)}")
+    out += ["", "Initialisations (`init=`; or a callable `(rng, fan_in, fan_out, dtype) -> W`):",
+            ""]
+    table = init_table()
+    for name in INITIALIZERS:
+        dist, var = (cell.replace("``", "`") for cell in table[name])
+        default = " (the default)" if name == "sklearn" else ""
+        out.append(f"- `{name}`{default}: {dist}; Var(W) = {var}")
+    out += ["", "Formulas, derivatives and defaults in full: `docs/toolbox.md`.", "", END]
+    return "\n".join(out)
+
+
+def update_readme(text):
+    """``text`` (the README) with its toolbox block replaced by :func:`readme_block`."""
+    head, rest = text.split(BEGIN, 1)
+    return head + readme_block() + rest.split(END, 1)[1]
+
+
+def render():
+    """The Markdown text of docs/toolbox.md."""
+    aliases = _aliases()
     out = [
         "# The toolbox: activations, initialisations, gradient check, summary",
         "",
@@ -125,4 +162,5 @@ def render():
 
 if __name__ == "__main__":
     OUT.write_text(render(), encoding="utf-8")
-    print(f"wrote {OUT}")
+    README.write_text(update_readme(README.read_text(encoding="utf-8")), encoding="utf-8")
+    print(f"wrote {OUT} and the toolbox block of {README}")

@@ -53,3 +53,12 @@ def test_init_table_parses_every_scheme_from_the_module_docs():
     table = _generator().init_table()
     assert set(table) == set(INITIALIZERS)
     assert table["he_normal"] == ("N(0, 2 / fan_in)", "2 / fan_in")
+
+
+def test_readme_lists_every_activation_and_init_one_line_each():
+    readme = (DOCS.parent / "README.md").read_text(encoding="utf-8")
+    generator = _generator()
+    assert generator.update_readme(readme) == readme, "run: python docs/gen_toolbox.py"
+    block = readme.split(generator.BEGIN, 1)[1].split(generator.END, 1)[0]
+    listed = re.findall(r"^- `([a-z_]+)`", block, flags=re.M)
+    assert listed == list(HIDDEN_ACTIVATIONS) + list(INITIALIZERS)
