@@ -389,11 +389,14 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
     def _kernel_ready(self, X):
         """``X`` itself when it can go to the kernels as it is, else ``None``.
 
-        The common case of predicting on a finite, C-contiguous 2-D NumPy array of the model's
-        dtype and width, for a model fitted without feature names, needs none of
+        The common case of predicting on a C-contiguous 2-D NumPy array of the model's dtype
+        and width, for a model fitted without feature names, needs none of
         ``validate_data``'s conversions: checking it here costs about a microsecond instead of
-        tens. Anything else (lists, DataFrames, sparse, other dtypes, NaN, wrong width) returns
-        ``None`` and goes through the full validation, with its errors and warnings.
+        tens. Anything else (lists, DataFrames, sparse, other dtypes, wrong width) returns
+        ``None`` and goes through the full validation, with its errors and warnings. NaN and
+        inf are caught by the backend's ``forward``, which checks ``X`` before computing
+        (status 1); :meth:`_forward_kernels` then returns ``None`` and the caller takes the
+        validating path, which raises scikit-learn's error.
         """
         theta = self.__dict__.get("_theta")
         if (
@@ -405,7 +408,6 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             or X.shape[0] == 0
             or X.shape[1] != self.n_features_in_
             or "feature_names_in_" in self.__dict__
-            or not np.isfinite(X).all()
         ):
             return None
         return X
@@ -424,11 +426,19 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             X = self._validate_predict_input(X)
         elif X.dtype != self._theta.dtype:
             X = X.astype(self._theta.dtype)
-        return self._forward_kernels(X, apply_output)
+        out = self._forward_kernels(X, apply_output)
+        if out is None:
+            raise ValueError("Input X contains NaN or infinity; remove or impute those "
+                             "values before predicting.")
+        return out
 
     def _forward_kernels(self, X, apply_output):
-        """Run the backend's ``forward`` on validated ``X`` (buffers allocated per call, so
-        several threads can predict with one model)."""
+        """Run the backend's ``forward`` on ``X`` (buffers allocated per call, so several
+        threads can predict with one model).
+
+        Returns ``None`` when ``X`` holds NaN or inf (the backend checks, status 1), so the
+        fast path of ``predict`` can hand such input to the validating path.
+        """
         self._sync_theta()
         net = self._network
         theta = self._theta
@@ -444,12 +454,14 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         work = np.empty(size, dtype=theta.dtype)
         if self.backend_ == "numpy":
             with np.errstate(all="ignore"):
-                backend.forward(theta, net.layout, net.act_params, X, out, apply_output, chunk,
-                                work)
+                status = backend.forward(theta, net.layout, net.act_params, X, out,
+                                         apply_output, chunk, work)
         else:  # compiled kernels raise no floating-point warnings
-            backend.forward(theta, net.layout, net.act_params, X, out, apply_output, chunk,
-                            work)
-        if not np.isfinite(out).all():
+            status = backend.forward(theta, net.layout, net.act_params, X, out, apply_output,
+                                     chunk, work)
+        if status == 1:
+            return None
+        if status:
             with np.errstate(all="ignore"):
                 # logits overflowed: clip them into the finite range, then apply the output
                 # activation (softmax subtracts the row maximum, so it stays finite)
@@ -729,10 +741,11 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
             The predicted classes.
         """
         Xk = self._kernel_ready(X)
-        if Xk is None:
+        y_prob = None if Xk is None else self._forward_kernels(Xk, True)
+        if y_prob is None:
             check_is_fitted(self)
             return self._predict(X)
-        return self._labels(self._forward_kernels(Xk, True))
+        return self._labels(y_prob)
 
     def _predict(self, X, check_input=True):
         return self._labels(self._forward_pass_fast(X, check_input=check_input))
@@ -795,11 +808,10 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
             The predicted probability of each class, in the order of ``classes_``.
         """
         Xk = self._kernel_ready(X)
-        if Xk is None:
+        y_pred = None if Xk is None else self._forward_kernels(Xk, True)
+        if y_pred is None:
             check_is_fitted(self)
             y_pred = self._forward_pass_fast(X)
-        else:
-            y_pred = self._forward_kernels(Xk, True)
         if self.n_outputs_ == 1:
             proba = np.empty((y_pred.shape[0], 2), dtype=y_pred.dtype)
             proba[:, 1] = y_pred[:, 0]
@@ -907,10 +919,10 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
             The predicted values.
         """
         Xk = self._kernel_ready(X)
-        if Xk is None:
+        y_pred = None if Xk is None else self._forward_kernels(Xk, True)
+        if y_pred is None:
             check_is_fitted(self)
             return self._predict(X)
-        y_pred = self._forward_kernels(Xk, True)
         if y_pred.shape[1] == 1:
             return y_pred.ravel()
         return y_pred

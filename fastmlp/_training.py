@@ -13,7 +13,6 @@ import scipy.optimize
 from sklearn.base import is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
-from sklearn.utils import shuffle
 
 from ._optim import ADAM_T, LOSS, NESTEROV, SEED, SOLVER, SOLVER_CODES, STEP, OptimizerState
 from .losses import BY_OUT_ACTIVATION
@@ -116,6 +115,11 @@ def fit_stochastic(est, backend, X, Y, sample_weight, incremental):
         sw_train = np.ascontiguousarray(sw_train, dtype=dtype)
     n_samples = X_train.shape[0]
     sample_idx = np.arange(n_samples, dtype=np.int64)
+    if est.shuffle:
+        rs = est._random_state
+        arange_n = np.arange(n_samples)
+        perm_buf = arange_n.copy()
+        sample_idx_next = np.empty_like(sample_idx)
     if est.batch_size == "auto":
         batch_size = min(200, n_samples)
     else:
@@ -135,7 +139,12 @@ def fit_stochastic(est, backend, X, Y, sample_weight, incremental):
         est.n_iter_ = 0
         for _ in range(est.max_iter):
             if est.shuffle:
-                sample_idx = shuffle(sample_idx, random_state=est._random_state)
+                # what sklearn.utils.shuffle(sample_idx, random_state=rs) does (the same
+                # draws, so the same order as scikit-learn), without its validation overhead
+                rs.shuffle(perm_buf)
+                np.take(sample_idx, perm_buf, out=sample_idx_next)
+                sample_idx, sample_idx_next = sample_idx_next, sample_idx
+                perm_buf[...] = arange_n
             np.copyto(last_good, theta)
             counters[ADAM_T] = optimizer.adam_t
             hyper = optimizer.hyper(est)

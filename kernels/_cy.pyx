@@ -809,6 +809,22 @@ cdef double batch_loss_grad(const Net* net, const floating* theta, floating* gra
     return data
 
 
+cdef inline bint _all_finite(const floating* a, Py_ssize_t n) noexcept nogil:
+    # x * 0 is 0 for finite x and NaN for +-inf and NaN; four partial sums, as in _sumsq
+    cdef floating s0 = 0, s1 = 0, s2 = 0, s3 = 0
+    cdef Py_ssize_t i = 0
+    while i + 4 <= n:
+        s0 = s0 + a[i] * 0
+        s1 = s1 + a[i + 1] * 0
+        s2 = s2 + a[i + 2] * 0
+        s3 = s3 + a[i + 3] * 0
+        i += 4
+    while i < n:
+        s0 = s0 + a[i] * 0
+        i += 1
+    return (s0 + s1) + (s2 + s3) == 0
+
+
 # ================================================================ fused optimizer loops
 cdef inline double _sumsq(const floating* w, Py_ssize_t n) noexcept nogil:
     # four independent partial sums: a single accumulator would be latency bound
@@ -1366,9 +1382,16 @@ def forward(theta, layout, act_params, X, out, bint apply_output, Py_ssize_t chu
     chunk_rows : int
         Rows processed per pass (the output GEMM writes straight into ``out``).
     work : ndarray of shape (>= workspace_size(layout, min(chunk_rows, n_samples)),)
+
+    Returns
+    -------
+    status : int
+        0: ``X`` and ``out`` are finite; 1: ``X`` holds NaN or inf (nothing computed,
+        ``out`` undefined); 2: ``X`` is finite but some output is not (overflow).
     """
     cdef Net net
     cdef int tn = _theta_type(theta)
+    cdef int status = 0
     _parse_net(layout, act_params, &net)
     cdef cnp.ndarray th = _arr(theta, "theta", tn, 1, False)
     cdef cnp.ndarray x = _data(X, "X", tn, 2)
@@ -1383,18 +1406,30 @@ def forward(theta, layout, act_params, X, out, bint apply_output, Py_ssize_t chu
     if chunk_rows < 1:
         raise ValueError("chunk_rows must be >= 1")
     if n == 0:
-        return
+        return 0
     chunk_rows = min(chunk_rows, n)
     _check_work(wk, &net, chunk_rows)
+    cdef Py_ssize_t n_x = cnp.PyArray_SIZE(x), n_o = cnp.PyArray_SIZE(o)
     with nogil:
         if tn == cnp.NPY_DOUBLE:
-            _forward(&net, <const double*>cnp.PyArray_DATA(th),
-                     <const double*>cnp.PyArray_DATA(x), n, <double*>cnp.PyArray_DATA(o),
-                     apply_output, chunk_rows, <double*>cnp.PyArray_DATA(wk))
+            if not _all_finite(<const double*>cnp.PyArray_DATA(x), n_x):
+                status = 1
+            else:
+                _forward(&net, <const double*>cnp.PyArray_DATA(th),
+                         <const double*>cnp.PyArray_DATA(x), n, <double*>cnp.PyArray_DATA(o),
+                         apply_output, chunk_rows, <double*>cnp.PyArray_DATA(wk))
+                if not _all_finite(<const double*>cnp.PyArray_DATA(o), n_o):
+                    status = 2
         else:
-            _forward(&net, <const float*>cnp.PyArray_DATA(th),
-                     <const float*>cnp.PyArray_DATA(x), n, <float*>cnp.PyArray_DATA(o),
-                     apply_output, chunk_rows, <float*>cnp.PyArray_DATA(wk))
+            if not _all_finite(<const float*>cnp.PyArray_DATA(x), n_x):
+                status = 1
+            else:
+                _forward(&net, <const float*>cnp.PyArray_DATA(th),
+                         <const float*>cnp.PyArray_DATA(x), n, <float*>cnp.PyArray_DATA(o),
+                         apply_output, chunk_rows, <float*>cnp.PyArray_DATA(wk))
+                if not _all_finite(<const float*>cnp.PyArray_DATA(o), n_o):
+                    status = 2
+    return status
 
 
 # ================================================================== test wrappers

@@ -1216,7 +1216,29 @@ def loss_grad_kernel(theta, grad, layout, act_params, X, Y, sw, has_sw, alpha, c
 def _forward_sig(dt):
     # theta is declared writable (it always is) so that the activation helpers get the same
     # argument types as in training and are compiled once per dtype
-    return void(dt[::1], _I2RO, _F2RO, _ro(dt, 2), dt[:, ::1], boolean, int64, dt[::1])
+    return int64(dt[::1], _I2RO, _F2RO, _ro(dt, 2), dt[:, ::1], boolean, int64, dt[::1])
+
+
+@njit(**_F)
+def _all_finite(a):
+    # x * 0 is 0 for finite x and NaN for +-inf and NaN; four partial sums per row (in
+    # float64, which keeps the NaN of a float32 inf)
+    z = 0.0
+    s0 = s1 = s2 = s3 = z
+    for r in range(a.shape[0]):
+        row = a[r]
+        m = row.shape[0]
+        i = 0
+        while i + 4 <= m:
+            s0 += row[i] * z
+            s1 += row[i + 1] * z
+            s2 += row[i + 2] * z
+            s3 += row[i + 3] * z
+            i += 4
+        while i < m:
+            s0 += row[i] * z
+            i += 1
+    return (s0 + s1) + (s2 + s3) == z
 
 
 @njit(_sigs(_forward_sig), **_F)
@@ -1235,6 +1257,12 @@ def forward_kernel(theta, layout, act_params, X, out, apply_output, chunk_rows, 
     work : D array of at least ``plan(layout, chunk_rows)`` elements, scratch
 
     RReLU uses its mean slope; PReLU its learned slopes.
+
+    Returns
+    -------
+    status : int
+        0: ``X`` and ``out`` are finite; 1: ``X`` holds NaN or inf (nothing computed,
+        ``out`` undefined); 2: ``X`` is finite but some output is not (overflow).
     """
     L = layout.shape[0]
     last = L - 1
@@ -1243,6 +1271,8 @@ def forward_kernel(theta, layout, act_params, X, out, apply_output, chunk_rows, 
                      work.shape[0], chunk_rows)
     if out.shape[0] != n:
         raise ValueError("out must have the rows of X")
+    if not _all_finite(X):
+        return 1
     eps, top = _dtype_consts(work)
     for start in range(0, n, chunk_rows):
         stop = min(start + chunk_rows, n)
@@ -1267,3 +1297,4 @@ def forward_kernel(theta, layout, act_params, X, out, apply_output, chunk_rows, 
                                 _unlit(False), np.uint64(0))
             else:
                 _output_forward(layout[l, ACT], Z, b, apply_output, top)
+    return 0 if _all_finite(out) else 2

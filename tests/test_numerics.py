@@ -181,3 +181,50 @@ def test_poisson_training_with_large_targets(backend):
         warnings.simplefilter("error", RuntimeWarning)
         if not _fit_or_diverge(est, X, y):
             assert np.isfinite(est.predict(X)).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_forward_reports_non_finite_input_and_output(backend, dtype, sparse):
+    # the contract's status: 0 finite, 1 NaN/inf in X (the fast path of predict then takes
+    # the validating path), 2 finite X but an output overflowed
+    import scipy.sparse as sp
+
+    from fastmlp.backends import get_backend
+
+    X = _data(n=30, dtype=dtype)
+    est = MLPRegressor(hidden_layer_sizes=(4,), max_iter=3, backend=backend,
+                       random_state=0).fit(X, X[:, 0])
+    be, net, theta = get_backend(est.backend_), est._network, est._theta
+    work = np.empty(be.workspace_size(net.layout, 8), dtype=dtype)
+
+    def status(A, th=theta):
+        out = np.empty((A.shape[0], 1), dtype=dtype)
+        A = sp.csr_matrix(A) if sparse else A
+        with np.errstate(all="ignore"):
+            code = be.forward(th, net.layout, net.act_params, A, out, True, 8, work)
+        if code != 1:
+            assert code == (0 if np.isfinite(out).all() else 2)
+        return code
+
+    assert status(X) == 0
+    for bad in (np.nan, np.inf, -np.inf):
+        Xb = X.copy()
+        Xb[17, 2] = bad
+        assert status(Xb) == 1
+    # weights and inputs so large that the products overflow even where a backend
+    # accumulates float32 products in float64
+    huge = np.full_like(X, np.finfo(dtype).max)
+    assert status(huge, theta * dtype(1e30 if dtype == np.float32 else 1e300)) == 2
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_fast_predict_path_rejects_non_finite_rows(backend, bad):
+    X = _data()
+    est = MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, backend=backend,
+                        random_state=0).fit(X, X[:, 0] > 0)
+    row = X[:1].copy()  # C-contiguous, right dtype and width: the fast path
+    row[0, 1] = bad
+    for method in (est.predict, est.predict_proba, est.predict_log_proba):
+        with pytest.raises(ValueError, match="(?i)(NaN|infinity)"):
+            method(row)

@@ -68,7 +68,8 @@ def loss_grad(theta, grad, layout, act_params, X, Y, sample_weight, alpha, count
 def forward(theta, layout, act_params, X, out, apply_output, chunk_rows, work):
     """Predict into ``out`` (n_samples, n_outputs): activations or logits.
 
-    See ``_cy.forward``. Sparse ``X`` (CSR) is densified ``chunk_rows`` rows at a time.
+    See ``_cy.forward``, whose status it returns (0 finite, 1 non-finite ``X``, 2 non-finite
+    output). Sparse ``X`` (CSR) is densified ``chunk_rows`` rows at a time.
     """
     if type(X) is np.ndarray:  # the common case first: one type check, then the kernel
         return _cy.forward(theta, layout, act_params, X, out, apply_output, chunk_rows,
@@ -76,10 +77,14 @@ def forward(theta, layout, act_params, X, out, apply_output, chunk_rows, work):
     if sp.issparse(X):
         X = X.tocsr()
         chunk_rows = max(int(chunk_rows), 1)
+        status = 0
         for start in range(0, X.shape[0], chunk_rows):
             stop = min(start + chunk_rows, X.shape[0])
-            _cy.forward(theta, layout, act_params, X[start:stop].toarray(), out[start:stop],
-                        apply_output, chunk_rows, work)
-        return None
+            status = max(status, _cy.forward(
+                theta, layout, act_params, X[start:stop].toarray(), out[start:stop],
+                apply_output, chunk_rows, work))
+            if status == 1:
+                break
+        return status
     return _cy.forward(theta, layout, act_params, np.asarray(X), out, apply_output,
                        chunk_rows, work)

@@ -203,21 +203,31 @@ def forward(theta, layout, act_params, X, out, apply_output, chunk_rows, work):
     apply_output : bool
     chunk_rows : int
     work : ndarray of shape (workspace_size(layout, chunk_rows),)
+
+    Returns
+    -------
+    status : int
+        0: ``X`` and ``out`` are finite; 1: ``X`` holds NaN or inf (``out`` undefined);
+        2: ``X`` is finite but some output is not.
     """
     written, read = _FORWARD_WRITTEN, _FORWARD_READ
     apply_output = bool(apply_output)
     chunk_rows = int(chunk_rows)
     if isinstance(X, np.ndarray) or not sp.issparse(X):
-        _call(_nb.forward_kernel,
-              (theta, layout, act_params, X, out, apply_output, chunk_rows, work),
-              written, read)
-        return
+        return _call(_nb.forward_kernel,
+                     (theta, layout, act_params, X, out, apply_output, chunk_rows, work),
+                     written, read)
     X = X.tocsr()
     _check_written(out, "out", _dtype_of(theta), 2)
+    status = 0
     for start in range(0, X.shape[0], chunk_rows):
         stop = min(start + chunk_rows, X.shape[0])
         chunk = X[start:stop].toarray()
-        _call(_nb.forward_kernel,
-              (theta, layout, act_params, chunk, out[start:stop], apply_output, chunk_rows,
-               work),
-              written, read)
+        status = max(status, _call(
+            _nb.forward_kernel,
+            (theta, layout, act_params, chunk, out[start:stop], apply_output, chunk_rows,
+             work),
+            written, read))
+        if status == 1:
+            break
+    return status

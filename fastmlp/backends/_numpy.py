@@ -301,9 +301,17 @@ def loss_grad(theta, grad, layout, act_params, X, Y, sample_weight, alpha, count
 
 def forward(theta, layout, act_params, X, out, apply_output, chunk_rows, work):
     """Predict: ``out`` receives the output activations (or the logits if not
-    ``apply_output``), processing ``X`` in chunks of ``chunk_rows`` rows."""
+    ``apply_output``), processing ``X`` in chunks of ``chunk_rows`` rows.
+
+    Returns the status of the contract: 0 when ``X`` and ``out`` are finite, 1 when ``X``
+    holds NaN or inf (nothing computed), 2 when ``X`` is finite but some output is not.
+    """
+    data = X.data if sp.issparse(X) else X
+    if not np.isfinite(data).all():
+        return 1
     v = _Views(theta, None, layout, act_params, work, chunk_rows)
     n = X.shape[0]
     for start in range(0, n, chunk_rows):
         stop = min(start + chunk_rows, n)
         out[start:stop] = _forward(v, X[start:stop], stop - start, False, None, apply_output)
+    return 0 if np.isfinite(out).all() else 2
