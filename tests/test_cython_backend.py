@@ -147,9 +147,10 @@ def test_rrelu_draws_match_reference():
 @pytest.mark.parametrize("ta", ["n", "t"])
 @pytest.mark.parametrize("tb", ["n", "t"])
 @pytest.mark.parametrize("m,n,k", [(5, 4, 3), (1, 4, 3), (5, 1, 3), (1, 1, 3), (5, 4, 1),
-                                   (40, 30, 20), (1, 70, 50), (70, 1, 50), (33, 17, 2)])
+                                   (40, 30, 20), (1, 70, 50), (70, 1, 50), (33, 17, 2),
+                                   (200, 64, 1)])
 def test_row_major_gemm(dtype, ta, tb, m, n, k):
-    # one-row and one-column products take GEMV, the others GEMM
+    # one-row and one-column products take GEMV, outer products (k = 1) a loop, the others GEMM
     rng = np.random.default_rng(0)
     A = rng.normal(size=(m, k) if ta == "n" else (k, m)).astype(dtype)
     B = rng.normal(size=(k, n) if tb == "n" else (n, k)).astype(dtype)
