@@ -30,7 +30,6 @@ from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from . import _training
-from ._blas_threads import fit_slot
 from ._network import Network
 from .activations import ALIASES, HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS, resolve_activation
 from .backends import BACKENDS, choose_backend, get_backend
@@ -320,11 +319,10 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
 
     def _fit(self, X, y, sample_weight=None, incremental=False):
         backend, X, Y, sample_weight = self._prepare_fit(X, y, sample_weight, incremental)
-        with fit_slot():  # one BLAS thread per fit while fits run concurrently
-            if self.solver in _STOCHASTIC_SOLVERS:
-                _training.fit_stochastic(self, backend, X, Y, sample_weight, incremental)
-            elif self.solver == "lbfgs":
-                _training.fit_lbfgs(self, backend, X, Y, sample_weight)
+        if self.solver in _STOCHASTIC_SOLVERS:
+            _training.fit_stochastic(self, backend, X, Y, sample_weight, incremental)
+        elif self.solver == "lbfgs":
+            _training.fit_lbfgs(self, backend, X, Y, sample_weight)
 
         if not np.isfinite(self._theta).all():
             raise ValueError(

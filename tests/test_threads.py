@@ -168,34 +168,3 @@ def test_predict_while_other_models_fit(backend):
         for p in preds:
             for got in p.result():
                 assert_array_equal(got, expected, strict=True)
-
-
-def test_concurrent_fits_limit_blas_to_one_thread_and_restore():
-    # two fits at once: BLAS limited to one thread while both run, the original limits back
-    # after (fastmlp._blas_threads); a fit alone leaves the limits untouched
-    import threading
-
-    from threadpoolctl import threadpool_info
-
-    from fastmlp import _blas_threads
-
-    before = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
-    seen = []
-    with _blas_threads.fit_slot():
-        alone = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
-        assert alone == before
-        done = threading.Event()
-
-        def other():
-            with _blas_threads.fit_slot():
-                seen.append(_blas_threads.concurrent_fits())
-                seen.append([lib["num_threads"] for lib in threadpool_info()
-                             if lib["user_api"] == "blas"])
-            done.set()
-
-        t = threading.Thread(target=other)
-        t.start()
-        t.join()
-    assert seen[0] == 2 and all(n == 1 for n in seen[1])
-    after = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
-    assert after == before and _blas_threads.concurrent_fits() == 0
