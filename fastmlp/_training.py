@@ -115,11 +115,6 @@ def fit_stochastic(est, backend, X, Y, sample_weight, incremental):
         sw_train = np.ascontiguousarray(sw_train, dtype=dtype)
     n_samples = X_train.shape[0]
     sample_idx = np.arange(n_samples, dtype=np.int64)
-    if est.shuffle:
-        rs = est._random_state
-        arange_n = np.arange(n_samples)
-        perm_buf = arange_n.copy()
-        sample_idx_next = np.empty_like(sample_idx)
     if est.batch_size == "auto":
         batch_size = min(200, n_samples)
     else:
@@ -139,12 +134,10 @@ def fit_stochastic(est, backend, X, Y, sample_weight, incremental):
         est.n_iter_ = 0
         for _ in range(est.max_iter):
             if est.shuffle:
-                # what sklearn.utils.shuffle(sample_idx, random_state=rs) does (the same
-                # draws, so the same order as scikit-learn), without its validation overhead
-                rs.shuffle(perm_buf)
-                np.take(sample_idx, perm_buf, out=sample_idx_next)
-                sample_idx, sample_idx_next = sample_idx_next, sample_idx
-                perm_buf[...] = arange_n
+                # sklearn.utils.shuffle(sample_idx, random_state=rs) is sample_idx[p] for p a
+                # shuffled arange; shuffling sample_idx in place makes the same swaps with the
+                # same draws (scikit-learn's order), without the copies and validation
+                est._random_state.shuffle(sample_idx)
             np.copyto(last_good, theta)
             counters[ADAM_T] = optimizer.adam_t
             hyper = optimizer.hyper(est)

@@ -1364,6 +1364,17 @@ def loss_grad(theta, grad, layout, act_params, X, Y, sample_weight, double alpha
     return loss
 
 
+cdef int _forward_status(const Net* net, const floating* theta, const floating* X,
+                         Py_ssize_t n, Py_ssize_t n_x, floating* out, Py_ssize_t n_out,
+                         bint apply_output, Py_ssize_t chunk_rows,
+                         floating* work) noexcept nogil:
+    """:func:`_forward` between the two finiteness checks of ``forward``'s status."""
+    if not _all_finite(X, n_x):
+        return 1
+    _forward(net, theta, X, n, out, apply_output, chunk_rows, work)
+    return 0 if _all_finite(<const floating*>out, n_out) else 2
+
+
 def forward(theta, layout, act_params, X, out, bint apply_output, Py_ssize_t chunk_rows,
             work):
     """Prediction: the output layer's activations (or logits) for every row of ``X``.
@@ -1412,23 +1423,15 @@ def forward(theta, layout, act_params, X, out, bint apply_output, Py_ssize_t chu
     cdef Py_ssize_t n_x = cnp.PyArray_SIZE(x), n_o = cnp.PyArray_SIZE(o)
     with nogil:
         if tn == cnp.NPY_DOUBLE:
-            if not _all_finite(<const double*>cnp.PyArray_DATA(x), n_x):
-                status = 1
-            else:
-                _forward(&net, <const double*>cnp.PyArray_DATA(th),
-                         <const double*>cnp.PyArray_DATA(x), n, <double*>cnp.PyArray_DATA(o),
-                         apply_output, chunk_rows, <double*>cnp.PyArray_DATA(wk))
-                if not _all_finite(<const double*>cnp.PyArray_DATA(o), n_o):
-                    status = 2
+            status = _forward_status(&net, <const double*>cnp.PyArray_DATA(th),
+                                     <const double*>cnp.PyArray_DATA(x), n, n_x,
+                                     <double*>cnp.PyArray_DATA(o), n_o, apply_output,
+                                     chunk_rows, <double*>cnp.PyArray_DATA(wk))
         else:
-            if not _all_finite(<const float*>cnp.PyArray_DATA(x), n_x):
-                status = 1
-            else:
-                _forward(&net, <const float*>cnp.PyArray_DATA(th),
-                         <const float*>cnp.PyArray_DATA(x), n, <float*>cnp.PyArray_DATA(o),
-                         apply_output, chunk_rows, <float*>cnp.PyArray_DATA(wk))
-                if not _all_finite(<const float*>cnp.PyArray_DATA(o), n_o):
-                    status = 2
+            status = _forward_status(&net, <const float*>cnp.PyArray_DATA(th),
+                                     <const float*>cnp.PyArray_DATA(x), n, n_x,
+                                     <float*>cnp.PyArray_DATA(o), n_o, apply_output,
+                                     chunk_rows, <float*>cnp.PyArray_DATA(wk))
     return status
 
 

@@ -10,9 +10,11 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from numpy.testing import assert_allclose
 
 from fastmlp import MLPClassifier, MLPRegressor
+from fastmlp.backends import get_backend
 
 BACKENDS = ["numpy", "numba", "cython"]
 SOLVERS = ["adam", "sgd", "lbfgs"]
@@ -188,10 +190,6 @@ def test_poisson_training_with_large_targets(backend):
 def test_forward_reports_non_finite_input_and_output(backend, dtype, sparse):
     # the contract's status: 0 finite, 1 NaN/inf in X (the fast path of predict then takes
     # the validating path), 2 finite X but an output overflowed
-    import scipy.sparse as sp
-
-    from fastmlp.backends import get_backend
-
     X = _data(n=30, dtype=dtype)
     est = MLPRegressor(hidden_layer_sizes=(4,), max_iter=3, backend=backend,
                        random_state=0).fit(X, X[:, 0])
