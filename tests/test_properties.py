@@ -32,7 +32,11 @@ _SETTINGS = dict(deadline=None, database=None,
 # parameters of the activations that take some, drawn from safe ranges
 _PARAM_STRATEGIES = {
     "leaky_relu": {"negative_slope": st.floats(0.0, 0.5)},
-    "prelu": {"init": st.floats(0.0, 0.5)},
+    # not 0: a zero slope makes the unit output exactly 0 for z < 0, so a next relu layer
+    # whose intercepts start at 0 sits exactly on its kink as a function of that slope --
+    # with two such units the one-sided slopes differ on both sides and the central
+    # difference cannot match any subgradient (found by CI: prelu(0) -> relu, 2 units)
+    "prelu": {"init": st.floats(0.01, 0.5)},
     "elu": {"alpha": st.floats(0.1, 2.0)},
     "swish": {"beta": st.floats(0.1, 3.0)},
     "maxout": {"k": st.integers(1, 3)},
