@@ -481,8 +481,8 @@ def kernel_problem(activation="relu", dtype=np.float64, quick=False, loss_code=0
     Y = rng.standard_normal((s["rows"], s["n_out"])).astype(dtype)
     # hyper: [LR, MOMENTUM, BETA_1, BETA_2, EPSILON, ALPHA]
     hyper = np.array([1e-3, 0.9, 0.9, 0.999, 1e-8, 1e-4], dtype=np.float64)
-    # counters: [SOLVER, NESTEROV, ADAM_T, STEP, SEED, LOSS]
-    counters = np.array([1, 0, 0, 0, 12345, loss_code], dtype=np.int64)
+    # counters: [SOLVER, NESTEROV, ADAM_T, STEP, SEED, LOSS, SERIAL]
+    counters = np.array([1, 0, 0, 0, 12345, loss_code, 0], dtype=np.int64)
     return dict(
         net=net, theta=theta, grad=np.zeros_like(theta),
         opt_state=np.zeros((2, net.n_params), dtype=dtype), layout=net.layout,

@@ -448,6 +448,10 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         if n == 0:
             return out
         chunk = min(n, _PREDICT_CHUNK)
+        if chunk > 1 and _training.RUNNING_FITS.serial():
+            # fits are running in other threads (a search scoring its folds): keep the
+            # products on this thread, as their epochs do
+            chunk = min(chunk, _training.serial_chunk_rows(net.layout))
         size = self.__dict__.get("_work_per_row") if chunk == 1 else None
         if size is None:
             size = backend.workspace_size(net.layout, chunk)

@@ -8,7 +8,7 @@ scikit-learn applies at the end of each epoch.
 import numpy as np
 
 LR, MOMENTUM, BETA_1, BETA_2, EPSILON, ALPHA = range(6)
-SOLVER, NESTEROV, ADAM_T, STEP, SEED, LOSS = range(6)
+SOLVER, NESTEROV, ADAM_T, STEP, SEED, LOSS, SERIAL = range(7)
 SOLVER_CODES = {"sgd": 0, "adam": 1}
 
 

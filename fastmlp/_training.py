@@ -5,6 +5,8 @@ random numbers are drawn here from the estimator's ``RandomState`` in scikit-lea
 initial weights (in ``_estimators``), the early-stopping split, each epoch's shuffle.
 """
 
+import threading
+import time
 import warnings
 
 import numpy as np
@@ -14,12 +16,76 @@ from sklearn.base import is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
-from ._optim import ADAM_T, LOSS, NESTEROV, SEED, SOLVER, SOLVER_CODES, STEP, OptimizerState
+from ._optim import (ADAM_T, LOSS, NESTEROV, SEED, SERIAL, SOLVER, SOLVER_CODES, STEP,
+                     OptimizerState)
 from .losses import BY_OUT_ACTIVATION
 
 # Errors from arithmetic on diverging weights are detected (non-finite loss or weights) and
 # reported as one ValueError, so NumPy's floating-point warnings are silenced in the loops.
 _QUIET = dict(over="ignore", invalid="ignore", divide="ignore", under="ignore")
+
+
+class _RunningFits:
+    """How many fits are training in this process's threads, and whether fits overlapped
+    recently.
+
+    While fits overlap (``GridSearchCV(n_jobs=2)`` on joblib's threading backend, or the
+    user's own threads), each fit asks its kernels to keep every matrix product on its own
+    thread (``counters[SERIAL]``): each fit calling a multithreaded BLAS would put
+    n_fits x n_cores BLAS threads on the cores, and OpenBLAS's idle pool threads spin for a
+    while after every multithreaded call, taking a core from the other fits. The mode is
+    kept for :attr:`HOLD` seconds after the last overlap, so that the gaps between a search's
+    fits (scoring, cloning) do not switch a fit back to threaded products and wake the
+    pool. This changes no global BLAS setting, so there is nothing to restore (a
+    process-wide limit set by one fit and restored by another is what it avoids).
+    """
+
+    HOLD = 1.0
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.count = 0
+        self._last_overlap = -np.inf
+
+    def __enter__(self):
+        with self._lock:
+            self.count += 1
+            if self.count > 1:
+                self._last_overlap = time.monotonic()
+        return self
+
+    def __exit__(self, *exc):
+        with self._lock:
+            if self.count > 1:
+                self._last_overlap = time.monotonic()
+            self.count -= 1
+        return False
+
+    def serial(self):
+        """Whether a fit should keep its products on its own thread now (read per epoch;
+        a stale read only delays the switch by one epoch)."""
+        now = time.monotonic()
+        if self.count > 1:
+            self._last_overlap = now
+            return True
+        return now - self._last_overlap < self.HOLD
+
+
+RUNNING_FITS = _RunningFits()
+
+SERIAL_MNK = 262144
+"""Multiply-adds of a product that scipy's OpenBLAS keeps on the calling thread (at most
+``ceil(m n k / 262144) - 1`` threads: GEMM_MULTITHREAD_THRESHOLD 4 times 65536); the kernels
+split larger products into blocks of this size when ``counters[SERIAL]`` is set."""
+
+SERIAL_MIN_ROWS = 16
+
+
+def serial_chunk_rows(layout):
+    """Rows per ``forward`` call that keep each of its products on the calling thread
+    (what the kernels' serial mode does inside a training batch, for prediction)."""
+    widest = int((layout[:, 0] * layout[:, 2]).max())  # FAN_IN * N_PRE
+    return max(SERIAL_MIN_ROWS, SERIAL_MNK // max(widest, 1))
 
 
 def _counters(est, solver):
@@ -32,6 +98,7 @@ def _counters(est, solver):
             est._step,
             est._rrelu_seed,
             BY_OUT_ACTIVATION[net.out_activation].code,
+            0,  # SERIAL, set per epoch by RUNNING_FITS.serial()
         ],
         dtype=np.int64,
     )
@@ -131,68 +198,80 @@ def fit_stochastic(est, backend, X, Y, sample_weight, incremental):
     last_good = theta.copy()
     at_start = theta.copy()
     try:
-        est.n_iter_ = 0
-        for _ in range(est.max_iter):
-            if est.shuffle:
-                # sklearn.utils.shuffle(sample_idx, random_state=rs) is sample_idx[p] for p a
-                # shuffled arange; shuffling sample_idx in place makes the same swaps with the
-                # same draws (scikit-learn's order), without the copies and validation
-                est._random_state.shuffle(sample_idx)
-            np.copyto(last_good, theta)
-            counters[ADAM_T] = optimizer.adam_t
-            hyper = optimizer.hyper(est)
-            with np.errstate(**_QUIET):
-                loss_sum = backend.train_epoch(
-                    theta, grad, optimizer.moments, net.layout, net.act_params, X_train,
-                    Y_train, sw_train, sample_idx, batch_size, hyper, counters, work,
-                )
-            optimizer.adam_t = int(counters[ADAM_T])
-            est._step = int(counters[STEP])
-            est.n_iter_ += 1
-            est.loss_ = loss_sum / X_train.shape[0]
-            if not (np.isfinite(est.loss_) and np.isfinite(theta).all()):
-                restored = _restore_finite(est, X_train, [
-                    (f"of the start of epoch {est.n_iter_}", last_good),
-                    ("it had before this call to fit", at_start),
-                ])
-                raise _diverged(est, est.n_iter_, restored)
-            est.t_ += n_samples
-            est.loss_curve_.append(est.loss_)
-            if est.verbose:
-                print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
-
-            # update no_improvement_count based on training loss or validation score
-            _update_no_improvement_count(est, early_stopping, X_val, y_val, sw_val)
-            # for learning rate that needs to be updated at iteration end
-            optimizer.iteration_ends(est.t_)
-
-            if est._no_improvement_count > est.n_iter_no_change:
-                if early_stopping:
-                    msg = (
-                        "Validation score did not improve more than "
-                        "tol=%f for %d consecutive epochs." % (est.tol, est.n_iter_no_change)
-                    )
-                else:
-                    msg = (
-                        "Training loss did not improve more than tol=%f"
-                        " for %d consecutive epochs." % (est.tol, est.n_iter_no_change)
-                    )
-                if optimizer.trigger_stopping(msg, est.verbose):
-                    break
-                est._no_improvement_count = 0
-            if incremental:
-                break
-            if est.n_iter_ == est.max_iter:
-                warnings.warn(
-                    "Stochastic Optimizer: Maximum iterations (%d) "
-                    "reached and the optimization hasn't converged yet." % est.max_iter,
-                    ConvergenceWarning,
-                )
+        with RUNNING_FITS:
+            _epochs(est, backend, optimizer, theta, grad, work, counters, X_train, Y_train,
+                    sw_train, sample_idx, batch_size, n_samples, last_good, at_start,
+                    early_stopping, X_val, y_val, sw_val, incremental)
     except KeyboardInterrupt:
         warnings.warn("Training interrupted by user.")
     if early_stopping:
         # restore best weights
         np.copyto(theta, est._best_theta)
+
+
+def _epochs(est, backend, optimizer, theta, grad, work, counters, X_train, Y_train, sw_train,
+            sample_idx, batch_size, n_samples, last_good, at_start, early_stopping, X_val,
+            y_val, sw_val, incremental):
+    """The epoch loop of :func:`fit_stochastic`."""
+    net = est._network
+    est.n_iter_ = 0
+    for _ in range(est.max_iter):
+        if est.shuffle:
+            # sklearn.utils.shuffle(sample_idx, random_state=rs) is sample_idx[p] for p a
+            # shuffled arange; shuffling sample_idx in place makes the same swaps with the
+            # same draws (scikit-learn's order), without the copies and validation
+            est._random_state.shuffle(sample_idx)
+        np.copyto(last_good, theta)
+        counters[ADAM_T] = optimizer.adam_t
+        counters[SERIAL] = RUNNING_FITS.serial()
+        hyper = optimizer.hyper(est)
+        with np.errstate(**_QUIET):
+            loss_sum = backend.train_epoch(
+                theta, grad, optimizer.moments, net.layout, net.act_params, X_train,
+                Y_train, sw_train, sample_idx, batch_size, hyper, counters, work,
+            )
+        optimizer.adam_t = int(counters[ADAM_T])
+        est._step = int(counters[STEP])
+        est.n_iter_ += 1
+        est.loss_ = loss_sum / X_train.shape[0]
+        if not (np.isfinite(est.loss_) and np.isfinite(theta).all()):
+            restored = _restore_finite(est, X_train, [
+                (f"of the start of epoch {est.n_iter_}", last_good),
+                ("it had before this call to fit", at_start),
+            ])
+            raise _diverged(est, est.n_iter_, restored)
+        est.t_ += n_samples
+        est.loss_curve_.append(est.loss_)
+        if est.verbose:
+            print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
+
+        # update no_improvement_count based on training loss or validation score
+        _update_no_improvement_count(est, early_stopping, X_val, y_val, sw_val)
+        # for learning rate that needs to be updated at iteration end
+        optimizer.iteration_ends(est.t_)
+
+        if est._no_improvement_count > est.n_iter_no_change:
+            if early_stopping:
+                msg = (
+                    "Validation score did not improve more than "
+                    "tol=%f for %d consecutive epochs." % (est.tol, est.n_iter_no_change)
+                )
+            else:
+                msg = (
+                    "Training loss did not improve more than tol=%f"
+                    " for %d consecutive epochs." % (est.tol, est.n_iter_no_change)
+                )
+            if optimizer.trigger_stopping(msg, est.verbose):
+                break
+            est._no_improvement_count = 0
+        if incremental:
+            break
+        if est.n_iter_ == est.max_iter:
+            warnings.warn(
+                "Stochastic Optimizer: Maximum iterations (%d) "
+                "reached and the optimization hasn't converged yet." % est.max_iter,
+                ConvergenceWarning,
+            )
 
 
 def _update_no_improvement_count(est, early_stopping, X_val, y_val, sw_val):
@@ -237,6 +316,7 @@ def fit_lbfgs(est, backend, X, Y, sample_weight):
 
     def loss_and_grad(x):
         theta[...] = x
+        counters[SERIAL] = RUNNING_FITS.serial()
         with np.errstate(**_QUIET):
             loss = backend.loss_grad(theta, grad, net.layout, net.act_params, X, Y,
                                      sample_weight, alpha, counters, work)
@@ -254,10 +334,11 @@ def fit_lbfgs(est, backend, X, Y, sample_weight):
     if tuple(int(p) for p in scipy.__version__.split(".")[:2]) < (1, 15):
         options["iprint"] = iprint
     try:
-        opt_res = scipy.optimize.minimize(
-            loss_and_grad, theta.astype(np.float64), method="L-BFGS-B", jac=True,
-            options=options, callback=count_iteration,
-        )
+        with RUNNING_FITS:
+            opt_res = scipy.optimize.minimize(
+                loss_and_grad, theta.astype(np.float64), method="L-BFGS-B", jac=True,
+                options=options, callback=count_iteration,
+            )
     except KeyboardInterrupt:
         warnings.warn("Training interrupted by user.")
         np.copyto(theta, best["theta"])

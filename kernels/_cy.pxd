@@ -35,6 +35,8 @@ cdef enum:
     C_STEP = 3
     C_SEED = 4
     C_LOSS = 5
+    C_SERIAL = 6
+    N_COUNTERS = 7
 
 # activation codes
 cdef enum:
@@ -73,6 +75,7 @@ cdef struct Net:
     Py_ssize_t n_params         # len(theta)
     Py_ssize_t n_coef           # theta[:n_coef] holds the weight matrices (L2 applies)
     Py_ssize_t row_width        # work elements per row of batch (see _layer_bufs)
+    bint serial                 # counters[SERIAL]: keep every product on this thread
 
 
 cdef struct Bufs:

@@ -40,7 +40,7 @@ from libc.math cimport tanh, tanhf
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
-from ._cy_blas cimport gemm
+from ._cy_blas cimport gemm, gemm_serial
 
 cnp.import_array()
 
@@ -740,8 +740,9 @@ cdef void forward_rows(const Net* net, const floating* theta, const floating* X0
         A = Z if bf.a == bf.z else work + bf.a
         # F is passed whenever the layer has one; act_forward writes it only in training
         F = work + bf.f if bf.f >= 0 else NULL
-        gemm(c'n', c'n', <int>rows, <int>npre, <int>fi, <floating>1, a_prev, <int>fi,
-             theta + row[COEF_OFF], <int>npre, <floating>0, Z, <int>npre)
+        gemm_serial(net.serial, c'n', c'n', <int>rows, <int>npre, <int>fi, <floating>1,
+                    a_prev, <int>fi, theta + row[COEF_OFF], <int>npre, <floating>0, Z,
+                    <int>npre)
         if l == L - 1 and not apply_output:
             code = A_IDENTITY
         act_forward(code, net.act_params + 2 * l, Z, A, F, theta + row[INTER_OFF],
@@ -790,14 +791,15 @@ cdef double batch_loss_grad(const Net* net, const floating* theta, floating* gra
         else:
             a_prev = X0
         # weight gradient: A_prev^T delta (fi x npre)
-        gemm(c't', c'n', <int>fi, <int>npre, <int>rows, <floating>1, a_prev, <int>fi,
-             D, <int>npre, <floating>(1 if accumulate else 0), grad + row[COEF_OFF],
-             <int>npre)
+        gemm_serial(net.serial, c't', c'n', <int>fi, <int>npre, <int>rows, <floating>1,
+                    a_prev, <int>fi, D, <int>npre, <floating>(1 if accumulate else 0),
+                    grad + row[COEF_OFF], <int>npre)
         if l == 0:
             break   # no delta for the input layer
         # delta of the previous layer's activations: delta W^T (rows x fi)
-        gemm(c'n', c't', <int>rows, <int>fi, <int>npre, <floating>1, D, <int>npre,
-             theta + row[COEF_OFF], <int>npre, <floating>0, work + bp.da, <int>fi)
+        gemm_serial(net.serial, c'n', c't', <int>rows, <int>fi, <int>npre, <floating>1,
+                    D, <int>npre, theta + row[COEF_OFF], <int>npre, <floating>0,
+                    work + bp.da, <int>fi)
         prow = net.layout + (l - 1) * N_COLS
         so = prow[SLOPE_OFF]
         act_backward(<int>prow[ACT], work + bp.d, work + bp.da, work + bp.z, work + bp.a,
@@ -1135,6 +1137,7 @@ cdef int _parse_net(object layout, object act_params, Net* net) except -1:
     net.n_params = slope
     net.n_coef = n_coef
     net.row_width = row_width(p, L)
+    net.serial = False
     return 0
 
 
@@ -1206,7 +1209,7 @@ def train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sample_weight,
     batch_size : int
     hyper : ndarray of shape (6,), float64
         ``[LR, MOMENTUM, BETA_1, BETA_2, EPSILON, ALPHA]``.
-    counters : ndarray of shape (6,), int64
+    counters : ndarray of shape (7,), int64
         ``[SOLVER, NESTEROV, ADAM_T, STEP, SEED, LOSS]``; ``ADAM_T`` and ``STEP`` are
         updated in place.
     work : ndarray of shape (>= workspace_size(layout, min(batch_size, n_order)),), dtype D
@@ -1237,13 +1240,14 @@ def train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sample_weight,
     _check_sizes(&net, th, gr, x, y, sw)
     if cnp.PyArray_DIM(op, 0) != 2 or cnp.PyArray_DIM(op, 1) != net.n_params:
         raise ValueError(f"opt_state must have shape (2, {net.n_params})")
-    if cnp.PyArray_DIM(hy, 0) != 6 or cnp.PyArray_DIM(co, 0) != 6:
-        raise ValueError("hyper and counters must have 6 entries")
+    if cnp.PyArray_DIM(hy, 0) != 6 or cnp.PyArray_DIM(co, 0) != N_COUNTERS:
+        raise ValueError(f"hyper must have 6 entries and counters {N_COUNTERS}")
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     if pc[C_SOLVER] not in (0, 1):
         raise ValueError(f"counters[SOLVER] must be 0 (sgd) or 1 (adam), got {pc[C_SOLVER]}")
     _check_loss(&net, pc[C_LOSS])
+    net.serial = pc[C_SERIAL] != 0
     for i in range(n_order):
         if po[i] < 0 or po[i] >= n:
             raise ValueError(f"order[{i}] = {po[i]} is not a row of X ({n} rows)")
@@ -1320,7 +1324,7 @@ def loss_grad(theta, grad, layout, act_params, X, Y, sample_weight, double alpha
     sample_weight : ndarray of shape (n_samples,) or None
     alpha : float
         L2 penalty.
-    counters : ndarray of shape (6,), int64
+    counters : ndarray of shape (7,), int64
         Only ``STEP``, ``SEED`` (RReLU) and ``LOSS`` are read; nothing is written.
     work : ndarray of shape (>= workspace_size(layout, n_samples),), dtype D
 
@@ -1342,9 +1346,10 @@ def loss_grad(theta, grad, layout, act_params, X, Y, sample_weight, double alpha
     cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0)
     cdef double loss
     _check_sizes(&net, th, gr, x, y, sw)
-    if cnp.PyArray_DIM(co, 0) != 6:
-        raise ValueError("counters must have 6 entries")
+    if cnp.PyArray_DIM(co, 0) != N_COUNTERS:
+        raise ValueError(f"counters must have {N_COUNTERS} entries")
     cdef const int64_t* pc = <const int64_t*>cnp.PyArray_DATA(co)
+    net.serial = pc[C_SERIAL] != 0
     _check_loss(&net, pc[C_LOSS])
     if n == 0:
         raise ValueError("loss_grad needs at least one sample")
@@ -1499,9 +1504,10 @@ def activation_forward(int code, Z, bias, act_params_row, slopes=None, Py_ssize_
     return a, (f if train else None)
 
 
-def row_major_gemm(str ta, str tb, double alpha, A, B, double beta, C):
+def row_major_gemm(str ta, str tb, double alpha, A, B, double beta, C, bint serial=False):
     """``C := alpha op(A) op(B) + beta C`` on C-ordered arrays through the kernels' GEMM
-    wrapper (``ta``, ``tb`` in {'n', 't'}); ``C`` is updated in place and returned."""
+    wrapper (``ta``, ``tb`` in {'n', 't'}); ``C`` is updated in place and returned.
+    ``serial`` goes through the row-blocked path the kernels take while other fits run."""
     cdef int tn = _theta_type(C)
     cdef cnp.ndarray a = _arr(A, "A", tn, 2, False)
     cdef cnp.ndarray b = _arr(B, "B", tn, 2, False)
@@ -1515,13 +1521,14 @@ def row_major_gemm(str ta, str tb, double alpha, A, B, double beta, C):
         raise ValueError("shapes do not match")
     cdef char cta = ord(ta), ctb = ord(tb)
     if tn == cnp.NPY_DOUBLE:
-        gemm(cta, ctb, m, n, k, alpha, <const double*>cnp.PyArray_DATA(a), a.shape[1],
-             <const double*>cnp.PyArray_DATA(b), b.shape[1], beta,
-             <double*>cnp.PyArray_DATA(c), n)
+        gemm_serial(serial, cta, ctb, m, n, k, alpha, <const double*>cnp.PyArray_DATA(a),
+                    a.shape[1], <const double*>cnp.PyArray_DATA(b), b.shape[1], beta,
+                    <double*>cnp.PyArray_DATA(c), n)
     else:
-        gemm(cta, ctb, m, n, k, <float>alpha, <const float*>cnp.PyArray_DATA(a), a.shape[1],
-             <const float*>cnp.PyArray_DATA(b), b.shape[1], <float>beta,
-             <float*>cnp.PyArray_DATA(c), n)
+        gemm_serial(serial, cta, ctb, m, n, k, <float>alpha,
+                    <const float*>cnp.PyArray_DATA(a), a.shape[1],
+                    <const float*>cnp.PyArray_DATA(b), b.shape[1], <float>beta,
+                    <float*>cnp.PyArray_DATA(c), n)
     return C
 
 
@@ -1541,7 +1548,7 @@ def optimizer_step(theta, grad, opt_state, Py_ssize_t n_coef, hyper, counters,
     n_coef : int
         ``theta[:n_coef]`` are the weights (the L2 term applies to them).
     hyper : ndarray of shape (6,), float64
-    counters : ndarray of shape (6,), int64
+    counters : ndarray of shape (7,), int64
         ``SOLVER`` and ``NESTEROV`` are read, ``ADAM_T`` is incremented (Adam).
     sw_sum : float
         Sum of the batch's sample weights.
@@ -1563,7 +1570,7 @@ def optimizer_step(theta, grad, opt_state, Py_ssize_t n_coef, hyper, counters,
     cdef double ss, lr_t
     if (cnp.PyArray_DIM(gr, 0) != n or cnp.PyArray_DIM(op, 0) != 2
             or cnp.PyArray_DIM(op, 1) != n or not 0 <= n_coef <= n
-            or cnp.PyArray_DIM(hy, 0) != 6 or cnp.PyArray_DIM(co, 0) != 6):
+            or cnp.PyArray_DIM(hy, 0) != 6 or cnp.PyArray_DIM(co, 0) != N_COUNTERS):
         raise ValueError("inconsistent shapes")
     cdef void* pt = cnp.PyArray_DATA(th)
     cdef void* pg = cnp.PyArray_DATA(gr)

@@ -97,3 +97,39 @@ cdef inline void gemm(char ta, char tb, int m, int n, int k, floating alpha,
     else:
         dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*>B, &ldb, <double*>A, &lda,
               &beta, C, &ldc)
+
+
+# scipy's OpenBLAS runs a GEMM on ceil(m n k / 262144) - 1 threads at most (its
+# GEMM_MULTITHREAD_THRESHOLD of 4 times 65536), so a product of at most this many
+# multiply-adds always stays on the calling thread (checked: process CPU time / wall time).
+cdef enum:
+    SERIAL_MNK = 262144
+    SERIAL_MIN_ROWS = 16    # smaller blocks cost more in repeated packing than they save
+
+
+cdef inline void gemm_serial(bint serial, char ta, char tb, int m, int n, int k,
+                             floating alpha, const floating* A, int lda, const floating* B,
+                             int ldb, floating beta, floating* C, int ldc) noexcept nogil:
+    """:func:`gemm`; with ``serial``, a product too large to stay on one BLAS thread is
+    run as equal blocks of rows of ``C`` small enough that it does.
+
+    This is how a fit keeps its products on its own thread while other fits run in the
+    process (GridSearchCV with a threading backend) without touching the BLAS's global
+    thread count. Products whose blocks would have fewer than ``SERIAL_MIN_ROWS`` rows
+    are not split (they are large enough that BLAS threads pay off anyway).
+    """
+    cdef Py_ssize_t nk = <Py_ssize_t>n * k
+    cdef int n_blocks, rows, i0, mb
+    if not serial or <Py_ssize_t>m * nk <= SERIAL_MNK or nk * SERIAL_MIN_ROWS > SERIAL_MNK:
+        gemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+        return
+    mb = <int>(SERIAL_MNK // nk)
+    n_blocks = (m + mb - 1) // mb
+    mb = (m + n_blocks - 1) // n_blocks    # equal blocks: no small remainder
+    i0 = 0
+    while i0 < m:
+        rows = min(mb, m - i0)
+        # row i of op(A) is A + i * lda ('n') or column i of A, A + i ('t')
+        gemm(ta, tb, rows, n, k, alpha, A + (<Py_ssize_t>i0 * lda if ta == b'n' else i0),
+             lda, B, ldb, beta, C + <Py_ssize_t>i0 * ldc, ldc)
+        i0 += mb

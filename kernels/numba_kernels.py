@@ -81,7 +81,8 @@ __all__ = [
 # layout columns, hyper and counters entries, solver/loss/activation codes: the contract's
 FAN_IN, FAN_OUT, N_PRE, COEF_OFF, INTER_OFF, ACT, SLOPE_OFF, K = range(8)
 LR, MOMENTUM, BETA_1, BETA_2, EPSILON, ALPHA = range(6)
-SOLVER, NESTEROV, ADAM_T, STEP, SEED, LOSS = range(6)
+SOLVER, NESTEROV, ADAM_T, STEP, SEED, LOSS, SERIAL = range(7)
+N_COUNTERS = 7
 SGD, ADAM = 0, 1
 SQUARED_ERROR, POISSON, BINARY_LOG_LOSS, LOG_LOSS = range(4)
 (IDENTITY, LOGISTIC, TANH, RELU, LEAKY_RELU, PRELU, RRELU, ELU, SELU, SOFTPLUS, SWISH, GELU,
@@ -94,6 +95,15 @@ _ALIGN = 8  # every buffer starts on a multiple of 8 elements (whole cache lines
 
 SMALL_GEMM = 256
 """Products with ``m * k * n`` at most this use a plain loop instead of BLAS (measured)."""
+
+SERIAL_MNK = 262144
+"""scipy's OpenBLAS runs a GEMM on at most ``ceil(m n k / 262144) - 1`` threads (its
+GEMM_MULTITHREAD_THRESHOLD of 4 times 65536): a product of at most this many multiply-adds
+stays on the calling thread (checked: process CPU time over wall time)."""
+
+SERIAL_MIN_ROWS = 16
+"""With ``counters[SERIAL]`` set, products are split into blocks of at least this many rows
+(smaller blocks cost more in repeated packing than the threads would)."""
 
 SELU_LAMBDA = 1.0507009873554805
 SELU_ALPHA = 1.6732632423543772
@@ -343,15 +353,35 @@ def _dtype_consts(x):
 
 
 # ---------------------------------------------------------------------- matrix products
+@njit(**_F)
+def _serial_rows(m, nk, serial):
+    """Rows per block when a product with ``m`` rows and ``n * k == nk`` must stay on the
+    calling thread (``serial``): equal blocks of at most :data:`SERIAL_MNK` multiply-adds,
+    or 0 when the product is not split (not serial, small enough already, or blocks would
+    have fewer than :data:`SERIAL_MIN_ROWS` rows)."""
+    if not serial or m * nk <= SERIAL_MNK or nk * SERIAL_MIN_ROWS > SERIAL_MNK:
+        return 0
+    mb = SERIAL_MNK // nk
+    n_blocks = (m + mb - 1) // mb
+    return (m + n_blocks - 1) // n_blocks
+
+
 @njit(**_F_GEMM)
-def _mm_nn(A, B, C):
-    """``C = A @ B``; A (m, k), B (k, n), C (m, n), all C-contiguous."""
+def _mm_nn(A, B, C, serial):
+    """``C = A @ B``; A (m, k), B (k, n), C (m, n), all C-contiguous. With ``serial`` a
+    large product runs as blocks of rows that BLAS keeps on this thread."""
     m, k = A.shape
     n = B.shape[1]
     # (2 to 4 rows: OpenBLAS's small-m path costs 2-3x the loop, measured up to 64 x 64
     # weights; one row goes to its matrix-vector path, as fast as the loop)
     if m * k * n > SMALL_GEMM and not (1 < m <= 4 and k * n <= 4096):
-        np.dot(A, B, C)
+        mb = _serial_rows(m, k * n, serial)
+        if mb == 0:
+            np.dot(A, B, C)
+        else:
+            for i0 in range(0, m, mb):
+                i1 = min(i0 + mb, m)
+                np.dot(A[i0:i1], B, C[i0:i1])
         return
     zero = C.dtype.type(0.0)
     for i in range(m):
@@ -364,13 +394,26 @@ def _mm_nn(A, B, C):
 
 
 @njit(**_F_GEMM)
-def _mm_tn(A, B, C):
-    """``C = A.T @ B``; A (m, k), B (m, n), C (k, n)."""
+def _mm_tn(A, B, C, serial, scratch):
+    """``C = A.T @ B``; A (m, k), B (m, n), C (k, n). With ``serial`` a large product runs
+    as blocks of the m rows that BLAS keeps on this thread, summed through ``scratch``
+    (1-d, used when it holds ``k * n`` elements; otherwise the product is not split)."""
     m, k = A.shape
     n = B.shape[1]
     if m * k * n > SMALL_GEMM and k > 2:
         # (k <= 2: the gradient of a layer with one or two inputs; the loop wins, measured)
-        np.dot(A.T, B, C)
+        mb = _serial_rows(m, k * n, serial)
+        if mb == 0 or scratch.shape[0] < k * n:
+            np.dot(A.T, B, C)
+            return
+        np.dot(A[:mb].T, B[:mb], C)
+        T = _view(scratch, 0, k, n)
+        for i0 in range(mb, m, mb):
+            i1 = min(i0 + mb, m)
+            np.dot(A[i0:i1].T, B[i0:i1], T)
+            for p in range(k):
+                for j in range(n):
+                    C[p, j] += T[p, j]
         return
     zero = C.dtype.type(0.0)
     for p in range(k):
@@ -384,8 +427,9 @@ def _mm_tn(A, B, C):
 
 
 @njit(**_F_GEMM_SUM)
-def _mm_nt(A, B, C):
-    """``C = A @ B.T``; A (m, n), B (k, n), C (m, k)."""
+def _mm_nt(A, B, C, serial):
+    """``C = A @ B.T``; A (m, n), B (k, n), C (m, k). With ``serial`` a large product runs
+    as blocks of rows that BLAS keeps on this thread."""
     m, n = A.shape
     k = B.shape[0]
     if n == 1:
@@ -397,7 +441,13 @@ def _mm_nt(A, B, C):
                 C[i, p] = a * B[p, 0]
         return
     if m * k * n > SMALL_GEMM:
-        np.dot(A, B.T, C)
+        mb = _serial_rows(m, k * n, serial)
+        if mb == 0:
+            np.dot(A, B.T, C)
+        else:
+            for i0 in range(0, m, mb):
+                i1 = min(i0 + mb, m)
+                np.dot(A[i0:i1], B.T, C[i0:i1])
         return
     for i in range(m):
         for p in range(k):
@@ -837,12 +887,13 @@ def _output_forward(code, Z, b, apply_output, top):
 # ------------------------------------------------------------------- one batch, both ways
 @njit(**_F)
 def _forward_backward(theta, grad, layout, act_params, rows, Y, order, start, use_order, sw,
-                      has_sw, loss_code, seed, step, work, offs, eps, top):
+                      has_sw, loss_code, seed, step, work, offs, eps, top, serial):
     """Forward, loss and backward for the ``rows`` rows already gathered in ``XB``.
 
     Writes the *unscaled* gradient into ``grad``: ``A^T delta`` for the weights (no L2 term),
     column sums of delta for the intercepts, PReLU slope sums; the caller adds the L2 term
     and divides by the sum of weights. Returns ``sum_i w_i l_i`` (see :func:`_output_loss`).
+    ``serial`` (``counters[SERIAL]``) keeps every matrix product on this thread.
     """
     L = layout.shape[0]
     last = L - 1
@@ -856,9 +907,9 @@ def _forward_backward(theta, grad, layout, act_params, rows, Y, order, start, us
         b = theta[io : io + npre]
         Z = _view(work, offs[l, P_Z], rows, npre)
         if l == 0:
-            _mm_nn(xb, W, Z)
+            _mm_nn(xb, W, Z, serial)
         else:
-            _mm_nn(_view(work, offs[l - 1, P_A], rows, fi), W, Z)
+            _mm_nn(_view(work, offs[l - 1, P_A], rows, fi), W, Z, serial)
         code = layout[l, ACT]
         if l < last:
             so = layout[l, SLOPE_OFF]
@@ -874,20 +925,22 @@ def _forward_backward(theta, grad, layout, act_params, rows, Y, order, start, us
             gb[:] = 0.0
             data = _output_loss(loss_code, Z, b, Y, order, start, use_order, sw, has_sw, gb,
                                 eps, top)
-    # ---- backward: the delta of layer l lives in Z_l's memory
+    # ---- backward: the delta of layer l lives in Z_l's memory; T (free while the weight
+    # gradient is computed) is the scratch of a split product
+    scratch = work[offs[L, 1] : offs[0, P_Z]]
     for l in range(last, -1, -1):
         fi, npre = layout[l, FAN_IN], layout[l, N_PRE]
         c = layout[l, COEF_OFF]
         D = _view(work, offs[l, P_Z], rows, npre)
         gW = _view(grad, c, fi, npre)
         if l == 0:
-            _mm_tn(xb, D, gW)
+            _mm_tn(xb, D, gW, serial, scratch)
             break
-        _mm_tn(_view(work, offs[l - 1, P_A], rows, fi), D, gW)
+        _mm_tn(_view(work, offs[l - 1, P_A], rows, fi), D, gW, serial, scratch)
         # previous layer: T = D W^T, then its delta
         pf, pn = layout[l - 1, FAN_OUT], layout[l - 1, N_PRE]
         T = _view(work, offs[L, 1], rows, pf)
-        _mm_nt(D, _view(theta, c, fi, npre), T)
+        _mm_nt(D, _view(theta, c, fi, npre), T, serial)
         pio, pso = layout[l - 1, INTER_OFF], layout[l - 1, SLOPE_OFF]
         gb = grad[pio : pio + pn]
         gb[:] = 0.0
@@ -1112,7 +1165,7 @@ def train_epoch_kernel(theta, grad, opt_state, layout, act_params, X, Y, sw, has
     order : int64 array of shape (n_batch_rows,)
         Rows of this epoch, in order; batches are consecutive slices of ``batch_size``.
     batch_size : int
-    hyper : float64 array of shape (6,); counters : int64 array of shape (6,), ADAM_T and
+    hyper : float64 array of shape (6,); counters : int64 array of shape (7,), ADAM_T and
         STEP updated
     work : D array of at least ``plan(layout, batch_size)`` elements, scratch
 
@@ -1129,8 +1182,8 @@ def train_epoch_kernel(theta, grad, opt_state, layout, act_params, X, Y, sw, has
                      work.shape[0], batch_size)
     if grad.shape[0] != theta.shape[0] or opt_state.shape[1] != theta.shape[0]:
         raise ValueError("grad and opt_state must have the length of theta")
-    if opt_state.shape[0] < 2 or hyper.shape[0] < 6 or counters.shape[0] < 6:
-        raise ValueError("opt_state needs 2 rows, hyper and counters 6 entries")
+    if opt_state.shape[0] < 2 or hyper.shape[0] < 6 or counters.shape[0] != N_COUNTERS:
+        raise ValueError("opt_state needs 2 rows, hyper 6 entries and counters 7")
     if Y.shape[0] != X.shape[0] or (has_sw and sw.shape[0] != X.shape[0]):
         raise ValueError("X, Y and sample_weight must have the same number of rows")
     for i in range(n):
@@ -1150,7 +1203,7 @@ def train_epoch_kernel(theta, grad, opt_state, layout, act_params, X, Y, sw, has
         total = _forward_backward(theta, grad, layout, act_params, rows, Y, order, start,
                                   use_order,
                                   sw, has_sw, loss_code, seed, counters[STEP], work, offs,
-                                  eps, top)
+                                  eps, top, counters[SERIAL] != 0)
         S = _weight_sum(sw, has_sw, order, start, rows, use_order)
         ss = _optimizer_step(theta, grad, opt_state, n_coef, 1.0 / S, hyper, counters)
         batch_loss = _data_loss(total, loss_code, S, n_out) + 0.5 * alpha * ss / S
@@ -1175,7 +1228,7 @@ def loss_grad_kernel(theta, grad, layout, act_params, X, Y, sw, has_sw, alpha, c
     grad : D array of shape (n_params,), written: the gradient of the returned loss
     layout, act_params, X, Y, sw, has_sw : as in :func:`train_epoch_kernel`
     alpha : float
-    counters : int64 array of shape (6,), read (LOSS, SEED, and STEP for RReLU)
+    counters : int64 array of shape (7,), read (LOSS, SEED, SERIAL, and STEP for RReLU)
     work : D array of at least ``plan(layout, n_samples)`` elements, scratch
 
     Returns
@@ -1186,8 +1239,8 @@ def loss_grad_kernel(theta, grad, layout, act_params, X, Y, sw, has_sw, alpha, c
     n = X.shape[0]
     offs = _validate(layout, act_params, theta.shape[0], X.shape[1], Y.shape[1],
                      work.shape[0], n)
-    if grad.shape[0] != theta.shape[0] or counters.shape[0] < 6:
-        raise ValueError("grad must have the length of theta, counters 6 entries")
+    if grad.shape[0] != theta.shape[0] or counters.shape[0] != N_COUNTERS:
+        raise ValueError("grad must have the length of theta, counters 7 entries")
     if Y.shape[0] != n or (has_sw and sw.shape[0] != n):
         raise ValueError("X, Y and sample_weight must have the same number of rows")
     eps, top = _dtype_consts(theta)
@@ -1198,7 +1251,7 @@ def loss_grad_kernel(theta, grad, layout, act_params, X, Y, sw, has_sw, alpha, c
     total = _forward_backward(theta, grad, layout, act_params, n, Y, no_order, start,
                               use_order,
                               sw, has_sw, loss_code, counters[SEED], counters[STEP], work,
-                              offs, eps, top)
+                              offs, eps, top, counters[SERIAL] != 0)
     S = _weight_sum(sw, has_sw, no_order, start, n, use_order)
     n_coef = layout[0, INTER_OFF]
     t = theta.dtype.type
@@ -1285,9 +1338,9 @@ def forward_kernel(theta, layout, act_params, X, out, apply_output, chunk_rows, 
             # the output layer is computed straight into out
             Z = _view(work, offs[l, P_Z], rows, npre) if l < last else out[start:stop]
             if l == 0:
-                _mm_nn(X[start:stop], W, Z)
+                _mm_nn(X[start:stop], W, Z, False)
             else:
-                _mm_nn(_view(work, offs[l - 1, P_A], rows, fi), W, Z)
+                _mm_nn(_view(work, offs[l - 1, P_A], rows, fi), W, Z, False)
             if l < last:
                 so = layout[l, SLOPE_OFF]
                 slopes = theta[so : so + fo] if so >= 0 else theta[:0]

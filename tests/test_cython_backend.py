@@ -103,8 +103,8 @@ SOLVERS = {
 }
 
 
-def _counters(loss_code, solver=1, nesterov=0, step=5, adam_t=0):
-    return np.array([solver, nesterov, adam_t, step, SEED, loss_code], dtype=np.int64)
+def _counters(loss_code, solver=1, nesterov=0, step=5, adam_t=0, serial=0):
+    return np.array([solver, nesterov, adam_t, step, SEED, loss_code, serial], dtype=np.int64)
 
 
 # ------------------------------------------------------------------------ the extension

@@ -81,8 +81,8 @@ def _data(loss_code, n, n_in, n_out, dtype, seed=1):
     return X, Y, sw
 
 
-def _counters(loss_code, solver=0, nesterov=0, adam_t=0, step=5):
-    return np.array([solver, nesterov, adam_t, step, SEED, loss_code], dtype=np.int64)
+def _counters(loss_code, solver=0, nesterov=0, adam_t=0, step=5, serial=0):
+    return np.array([solver, nesterov, adam_t, step, SEED, loss_code, serial], dtype=np.int64)
 
 
 def _work(backend, net, rows, dtype):
@@ -239,7 +239,7 @@ def test_loss_grad_rrelu_depends_on_seed_and_step():
     theta = _theta(net, np.float64)
     X, Y, _ = _data(0, 20, 5, 3, np.float64)
     base = _loss_grad(nb, net, theta, X, Y, None, 0.0, _counters(0, step=5))[0]
-    for counters in (_counters(0, step=6), _counters(0, step=5) + [0, 0, 0, 0, 1, 0]):
+    for counters in (_counters(0, step=6), _counters(0, step=5) + [0, 0, 0, 0, 1, 0, 0]):
         got = _loss_grad(nb, net, theta, X, Y, None, 0.0, counters)[0]
         assert got != base
         _close(got, _loss_grad(ref, net, theta, X, Y, None, 0.0, counters)[0], 1e-10)

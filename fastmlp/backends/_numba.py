@@ -141,7 +141,7 @@ def train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sample_weight,
         The rows to visit, in order.
     batch_size : int
     hyper : ndarray of shape (6,), float64
-    counters : ndarray of shape (6,), int64
+    counters : ndarray of shape (7,), int64
         Read and updated (Adam step, mini-batch counter).
     work : ndarray of shape (workspace_size(layout, batch_size),)
 
@@ -174,7 +174,7 @@ def loss_grad(theta, grad, layout, act_params, X, Y, sample_weight, alpha, count
     grad : ndarray of shape (n_params,), written
     layout, act_params, X, Y, sample_weight : as in :func:`train_epoch`
     alpha : float
-    counters : ndarray of shape (6,), int64, read (loss code; RReLU seed and step)
+    counters : ndarray of shape (7,), int64, read (loss code; RReLU seed and step)
     work : ndarray of shape (workspace_size(layout, n_samples),)
 
     Returns

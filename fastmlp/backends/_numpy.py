@@ -17,7 +17,7 @@ from ..losses import LOSSES
 
 # hyper / counters indices (docs/kernel_contract.md)
 LR, MOMENTUM, BETA_1, BETA_2, EPSILON, ALPHA = range(6)
-SOLVER, NESTEROV, ADAM_T, STEP, SEED, LOSS = range(6)
+SOLVER, NESTEROV, ADAM_T, STEP, SEED, LOSS, SERIAL = range(7)  # SERIAL: unused here
 SGD, ADAM = 0, 1
 
 _LOSS_BY_CODE = {l.code: l for l in LOSSES.values()}
@@ -263,7 +263,7 @@ def train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sample_weight,
         The order in which samples are visited.
     batch_size : int
     hyper : ndarray of shape (6,), float64
-    counters : ndarray of shape (6,), int64
+    counters : ndarray of shape (7,), int64
         Read and updated (Adam step, mini-batch counter).
     work : ndarray of shape (workspace_size(layout, batch_size),)
 

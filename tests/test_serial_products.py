@@ -1,0 +1,243 @@
+"""Serial mode: while fits overlap in threads, each keeps its matrix products on its own thread.
+
+The kernels split a product larger than ``SERIAL_MNK`` multiply-adds into blocks that
+scipy's OpenBLAS runs on the calling thread (``counters[SERIAL]``); prediction uses
+correspondingly small chunks. This changes the numbers by rounding only: the Cython
+kernels split the rows of ``C`` (the rows where OpenBLAS's edge kernels take over move, and
+those round differently); Numba's weight gradient splits the summed batch rows. Which fits
+use the mode is decided by ``_training.RUNNING_FITS``, tested here directly.
+"""
+
+import importlib
+import threading
+
+import numpy as np
+import pytest
+
+from fastmlp import MLPClassifier, _training
+from fastmlp._network import Network
+from fastmlp.backends import get_backend
+from fastmlp.kernels import _cy
+from fastmlp.kernels import numba_kernels as nk
+
+DTYPES = [np.float64, np.float32]
+RTOL = {np.float64: 1e-12, np.float32: 1e-5}
+BUILDS = [_cy]
+if _cy.cpu_supports_avx2():
+    BUILDS.append(importlib.import_module("fastmlp.kernels._cy_avx2"))
+
+# (m, n, k) of C = op(A) op(B): the products of a 200-row batch through 64 x 64 and
+# 64 x 32 layers (split), one too narrow to split (n k > SERIAL_MNK / SERIAL_MIN_ROWS),
+# and one small enough to run whole
+SHAPES = [(200, 64, 64), (64, 64, 200), (200, 32, 64), (300, 70, 50), (40, 130, 2100),
+          (30, 20, 10)]
+
+
+def _operands(ta, tb, m, n, k, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    A = rng.normal(size=(m, k) if ta == "n" else (k, m)).astype(dtype)
+    B = rng.normal(size=(k, n) if tb == "n" else (n, k)).astype(dtype)
+    return A, B, (A if ta == "n" else A.T) @ (B if tb == "n" else B.T)
+
+
+def _close(actual, expected, dtype):
+    scale = float(np.abs(expected).max())
+    np.testing.assert_allclose(actual, expected, rtol=RTOL[dtype], atol=RTOL[dtype] * scale)
+
+
+def test_split_sizes_follow_the_blas_threshold():
+    # blocks are equal, at most SERIAL_MNK multiply-adds, at least SERIAL_MIN_ROWS rows
+    assert nk.SERIAL_MNK == _training.SERIAL_MNK == 262144
+    assert nk._serial_rows(200, 64 * 64, True) == 50          # 4 blocks of 50 rows
+    assert nk._serial_rows(64, 64 * 200, True) == 16          # 4 blocks of 16
+    assert nk._serial_rows(200, 64 * 64, False) == 0          # not serial: whole
+    assert nk._serial_rows(60, 64 * 64, True) == 0            # small enough: whole
+    assert nk._serial_rows(500, 1024 * 1024, True) == 0       # blocks too thin: whole
+    for m, nk_ in [(200, 4096), (64, 12800), (1000, 300), (777, 16384)]:
+        mb = nk._serial_rows(m, nk_, True)
+        assert mb * nk_ <= nk.SERIAL_MNK and mb >= nk.SERIAL_MIN_ROWS
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("ta,tb", [("n", "n"), ("t", "n"), ("n", "t")])
+@pytest.mark.parametrize("m,n,k", SHAPES)
+def test_cython_serial_gemm(dtype, ta, tb, m, n, k):
+    A, B, product = _operands(ta, tb, m, n, k, dtype)
+    C0 = np.random.default_rng(1).normal(size=(m, n)).astype(dtype)
+    for kern in BUILDS:
+        for alpha, beta in [(1.0, 0.0), (0.5, 1.0)]:
+            whole = kern.row_major_gemm(ta, tb, alpha, A, B, beta, C0.copy())
+            split = kern.row_major_gemm(ta, tb, alpha, A, B, beta, C0.copy(), serial=True)
+            _close(split, alpha * product + beta * C0, dtype)
+            _close(split, whole, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m,n,k", SHAPES)
+def test_numba_serial_products(dtype, m, n, k):
+    # _mm_nn: C (m x n) = A B; _mm_nt: C (m x k) = A B^T; _mm_tn: C (k x n) = A^T B with
+    # the summed dimension m split through the scratch buffer
+    rng = np.random.default_rng(2)
+    A = rng.normal(size=(m, k)).astype(dtype)
+    B = rng.normal(size=(k, n)).astype(dtype)
+    C = np.full((m, n), np.nan, dtype)
+    nk._mm_nn(A, B, C, True)
+    _close(C, A @ B, dtype)
+    Bt = np.ascontiguousarray(B.T)  # (n, k)
+    C = np.full((m, n), np.nan, dtype)
+    nk._mm_nt(A, Bt, C, True)
+    _close(C, A @ B, dtype)
+    D = rng.normal(size=(m, n)).astype(dtype)
+    for scratch_size in (k * n, k * n - 1):  # too small a scratch: the product runs whole
+        G = np.full((k, n), np.nan, dtype)
+        nk._mm_tn(A, D, G, True, np.full(scratch_size, np.nan, dtype))
+        _close(G, A.T @ D, dtype)
+
+
+def _problem(dtype, hidden=(64, 64), n=450, n_in=64, n_out=10, seed=0):
+    net = Network([n_in, *hidden, n_out], ["relu"] * len(hidden),
+                  [{} for _ in hidden], "softmax")
+    rng = np.random.default_rng(seed)
+    theta = rng.normal(0.0, 0.1, net.n_params).astype(dtype)
+    X = rng.normal(size=(n, n_in)).astype(dtype)
+    Y = np.eye(n_out, dtype=dtype)[rng.integers(0, n_out, n)]
+    return net, theta, X, Y
+
+
+def _epochs(backend, net, theta, X, Y, serial, batch_size=200, epochs=3):
+    dtype = theta.dtype
+    theta = theta.copy()
+    state = np.zeros((2, net.n_params), dtype)
+    grad = np.empty(net.n_params, dtype)
+    work = np.empty(backend.workspace_size(net.layout, batch_size), dtype)
+    counters = np.array([1, 0, 0, 0, 7, 3, int(serial)], dtype=np.int64)
+    hyper = np.array([1e-3, 0.0, 0.9, 0.999, 1e-8, 1e-4])
+    order = np.random.default_rng(3).permutation(X.shape[0]).astype(np.int64)
+    losses = [backend.train_epoch(theta, grad, state, net.layout, net.act_params, X, Y,
+                                  None, order, batch_size, hyper, counters, work)
+              for _ in range(epochs)]
+    return np.array(losses), theta
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["cython", "numba"])
+def test_serial_epochs_agree(name, dtype):
+    backend = get_backend(name)
+    net, theta, X, Y = _problem(dtype)
+    loss0, theta0 = _epochs(backend, net, theta, X, Y, serial=False)
+    loss1, theta1 = _epochs(backend, net, theta, X, Y, serial=True)
+    assert not np.array_equal(theta0, theta)  # training moved the weights
+    _close(loss1, loss0, dtype)
+    _close(theta1, theta0, dtype)
+    # the full-batch gradient (L-BFGS) in serial mode
+    grads = []
+    for serial in (0, 1):
+        grad = np.empty(net.n_params, dtype)
+        work = np.empty(backend.workspace_size(net.layout, X.shape[0]), dtype)
+        counters = np.array([0, 0, 0, 0, 7, 3, serial], dtype=np.int64)
+        backend.loss_grad(theta, grad, net.layout, net.act_params, X, Y, None, 1e-4,
+                          counters, work)
+        grads.append(grad)
+    _close(grads[1], grads[0], dtype)
+
+
+@pytest.mark.parametrize("name", ["cython", "numba"])
+def test_counters_must_have_seven_entries(name):
+    backend = get_backend(name)
+    net, theta, X, Y = _problem(np.float64, n=20)
+    work = np.empty(backend.workspace_size(net.layout, 20), np.float64)
+    with pytest.raises(ValueError, match="7"):
+        backend.loss_grad(theta, np.empty_like(theta), net.layout, net.act_params, X, Y,
+                          None, 0.0, np.zeros(6, np.int64), work)
+
+
+# ---------------------------------------------------------------- when the mode is used
+def test_running_fits_counts_overlaps_and_holds():
+    fits = _training._RunningFits()
+    assert not fits.serial()
+    with fits:
+        assert not fits.serial()  # one fit alone: BLAS threads as usual
+        with fits:
+            assert fits.count == 2 and fits.serial()
+        assert fits.count == 1
+        assert fits.serial()  # held for HOLD seconds after the overlap
+        fits.HOLD = 0.0
+        assert not fits.serial()
+    assert fits.count == 0
+
+
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_running_fits_is_released_when_a_fit_fails(solver, monkeypatch):
+    backend = get_backend("cython")
+
+    def fail(*args):
+        raise RuntimeError("kernel failed")
+
+    monkeypatch.setattr(backend, "train_epoch", fail)
+    monkeypatch.setattr(backend, "loss_grad", fail)
+    X = np.random.default_rng(0).normal(size=(60, 4))
+    est = MLPClassifier(hidden_layer_sizes=(8,), max_iter=5, backend="cython", solver=solver)
+    with pytest.raises(RuntimeError, match="kernel failed"):
+        est.fit(X, np.arange(60) % 2)
+    assert _training.RUNNING_FITS.count == 0
+
+
+@pytest.mark.parametrize("name", ["cython", "numba"])
+def test_overlapping_fits_run_serial_and_a_lone_fit_does_not(name, monkeypatch):
+    backend = get_backend(name)
+    seen = []
+    barrier = threading.Barrier(2)
+    real = backend.train_epoch
+
+    def spy(*args):
+        seen.append((threading.get_ident(), int(args[11][_training.SERIAL])))
+        return real(*args)
+
+    monkeypatch.setattr(backend, "train_epoch", spy)
+    monkeypatch.setattr(_training.RUNNING_FITS, "HOLD", 0.0)
+    X = np.random.default_rng(0).normal(size=(100, 5))
+    y = np.arange(100) % 3
+
+    def fit(epochs):
+        return MLPClassifier(hidden_layer_sizes=(8,), max_iter=epochs, backend=name,
+                             random_state=0, tol=0.0, n_iter_no_change=epochs + 1).fit(X, y)
+
+    fit(3)
+    assert [s for _, s in seen] == [0, 0, 0]
+    seen.clear()
+    # two fits inside one RUNNING_FITS overlap: every epoch of both is serial
+    with _training.RUNNING_FITS:
+        def job():
+            barrier.wait()
+            fit(4)
+        threads = [threading.Thread(target=job) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(seen) == 8 and all(s == 1 for _, s in seen)
+    assert len({ident for ident, _ in seen}) == 2
+    assert _training.RUNNING_FITS.count == 0
+
+
+@pytest.mark.parametrize("name", ["cython", "numba"])
+def test_prediction_while_fits_overlap_is_unchanged(name, monkeypatch):
+    X = np.random.default_rng(0).normal(size=(3000, 64))
+    y = np.arange(3000) % 4
+    est = MLPClassifier(hidden_layer_sizes=(128,), max_iter=2, backend=name,
+                        random_state=0).fit(X[:300], y[:300])
+    monkeypatch.setattr(_training.RUNNING_FITS, "HOLD", 0.0)
+    backend = get_backend(name)
+    chunks = []
+    real = backend.forward
+
+    def spy(*args):
+        chunks.append(args[6])
+        return real(*args)
+
+    monkeypatch.setattr(backend, "forward", spy)
+    alone = est.predict_proba(X)
+    with _training.RUNNING_FITS, _training.RUNNING_FITS:
+        overlapped = est.predict_proba(X)
+    assert chunks == [3000, 262144 // (64 * 128)]
+    np.testing.assert_allclose(overlapped, alone, rtol=1e-12, atol=1e-15)
