@@ -330,3 +330,40 @@ def test_pandas_target_series(backend):
     assert set(clf.predict(X)) <= {"neg", "pos"}
     reg = _reg(backend).fit(pd.DataFrame(X), pd.Series(X[:, 0]))
     assert reg.predict(X).shape == (30,)
+
+
+# -------------------------------------------- label fast paths equal scikit-learn's results
+_LABEL_SETS = {
+    "multiclass int": np.arange(40) % 5,
+    "binary int": np.arange(40) % 2,
+    "strings": np.array(["b", "a", "c", "a"] * 10),
+    "object strings": np.array(["n", "y"] * 20, dtype=object),
+    "bool": np.arange(40) % 3 == 0,
+    "integral floats": np.array([1.0, -2.0] * 20),
+    "one class": np.array(["only"] * 40),
+    "multilabel": (np.arange(80).reshape(40, 2) % 3 == 0).astype(int),
+}
+
+
+@pytest.mark.parametrize("labels", list(_LABEL_SETS))
+def test_label_indicator_and_score_equal_sklearn(labels):
+    from sklearn.metrics import accuracy_score
+    from sklearn.preprocessing import LabelBinarizer
+
+    y = _LABEL_SETS[labels]
+    est = MLPClassifier()
+    est._label_binarizer = LabelBinarizer().fit(y)
+    for part in (y, y[:7]):
+        want = est._label_binarizer.transform(part).astype(bool)
+        got = est._indicator(part)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert_array_equal(got, want)
+    if labels == "one class":
+        return  # a classifier needs two classes
+    X = np.random.RandomState(0).randn(40, 3)
+    est = MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, random_state=0,
+                        backend="cython").fit(X, y)
+    for yy, sw in [(y, None), (y[::-1], None), (y, np.linspace(0.5, 2, 40))]:
+        got = est.score(X, yy, sample_weight=sw)
+        assert type(got) is float
+        assert got == accuracy_score(yy, est.predict(X), sample_weight=sw)
