@@ -43,8 +43,13 @@ DEFINE_MACROS.append(("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"))
 # that support it: x86-64 with GCC or Clang only (not for universal2 or ARM targets).
 BUILD_AVX2 = os.name != "nt" and sysconfig.get_platform().endswith("x86_64")
 
+# OpenMP runs the two halves of a split mini-batch in two threads (_cy.pyx, _train_epoch);
+# a compiler without OpenMP fails the build (nothing is silently left serial)
+OPENMP_COMPILE_ARGS = OPENMP_LINK_ARGS = ["-fopenmp"]
+
 if os.name == "nt":  # MSVC takes none of the GCC/Clang flags above
     EXTRA_COMPILE_ARGS = ["/Od", "/Zi"] if DEBUG else ["/O2", "/fp:precise"]
+    OPENMP_COMPILE_ARGS, OPENMP_LINK_ARGS = ["/openmp"], []
 
 # Cython names modules after the source tree, where the package is ``kernels`` (with its
 # .pxd files); the extension is installed as ``fastmlp.kernels._cy`` (package-dir maps
@@ -58,7 +63,8 @@ extensions = [
         ["kernels/_cy.pyx"],
         include_dirs=[numpy.get_include()],
         define_macros=DEFINE_MACROS,
-        extra_compile_args=EXTRA_COMPILE_ARGS,
+        extra_compile_args=EXTRA_COMPILE_ARGS + OPENMP_COMPILE_ARGS,
+        extra_link_args=OPENMP_LINK_ARGS,
     ),
 ]
 if BUILD_AVX2:
@@ -68,7 +74,8 @@ if BUILD_AVX2:
             ["kernels/_cy_avx2.pyx"],
             include_dirs=[numpy.get_include()],
             define_macros=DEFINE_MACROS,
-            extra_compile_args=EXTRA_COMPILE_ARGS + ["-mavx2"],
+            extra_compile_args=EXTRA_COMPILE_ARGS + OPENMP_COMPILE_ARGS + ["-mavx2"],
+            extra_link_args=OPENMP_LINK_ARGS,
         )
     )
 

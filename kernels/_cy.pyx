@@ -40,7 +40,11 @@ from libc.math cimport tanh, tanhf
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
-from ._cy_blas cimport gemm, gemm_serial
+from cython.parallel cimport prange
+
+cimport openmp
+
+from ._cy_blas cimport gemm, gemm_serial, stays_serial
 
 cnp.import_array()
 
@@ -81,7 +85,7 @@ cdef extern from *:
 cdef enum:
     PREFETCH_ROWS = 8
 
-__all__ = ["workspace_size", "train_epoch", "loss_grad", "forward", "rrelu_uniform",
+__all__ = ["workspace_size", "split_batches", "train_epoch", "loss_grad", "forward", "rrelu_uniform",
            "activation_forward", "row_major_gemm", "optimizer_step", "cpu_supports_avx2"]
 
 cdef double SQRT_2 = sqrt(2.0)
@@ -90,6 +94,12 @@ cdef double INV_SQRT_2PI = 1.0 / sqrt(2.0 * 3.141592653589793)
 cdef double GELU_C = 0.044715
 cdef double SELU_LAMBDA = 1.0507009873554805
 cdef double SELU_ALPHA = 1.6732632423543772
+
+# Batches of at least this many rows of a network whose products all stay on one thread
+# at half the batch (:func:`split_ok`) are computed as two halves, in two OpenMP threads
+# when the fit runs alone; smaller ones whole.
+cdef enum:
+    SPLIT_MIN_ROWS = 64
 
 # Elements per block of the fused optimizer loop: ||W||^2 is summed over a block while
 # it is in L1, then the block is updated (one pass over memory, and the update loop stays
@@ -970,48 +980,133 @@ cdef double finish_grad(const floating* theta, floating* grad, Py_ssize_t n,
 
 
 # ======================================================================== whole calls
+cdef bint split_ok(const Net* net, Py_ssize_t bs) noexcept nogil:
+    """Whether batches of ``bs`` rows are computed as two halves (see ``_train_epoch``).
+
+    Every product of a half batch (forward ``Z = A W``, weight gradient ``A^T delta``,
+    back-propagated ``delta W^T``) must stay on its thread (:func:`stays_serial`), so the
+    two halves never call a multithreaded BLAS; RReLU layers are excluded (their random
+    slopes are indexed by the row of the whole batch).
+    """
+    cdef Py_ssize_t h = (bs + 1) // 2, l, fi, npre
+    cdef const int64_t* row
+    if bs < SPLIT_MIN_ROWS:
+        return False
+    for l in range(net.n_layers):
+        row = net.layout + l * N_COLS
+        fi = row[FAN_IN]
+        npre = row[N_PRE]
+        if l < net.n_layers - 1 and row[ACT] == A_RRELU:
+            return False
+        if not (stays_serial(h, npre, fi) and stays_serial(fi, npre, h)
+                and stays_serial(h, fi, npre)):
+            return False
+    return True
+
+
+cdef inline void _gather(const floating* X, const floating* Y, const floating* sw,
+                         const int64_t* idx, Py_ssize_t rows, Py_ssize_t fi0,
+                         Py_ssize_t n_out, Py_ssize_t n_x, floating* xb, floating* yb,
+                         floating* swb) noexcept nogil:
+    """Copy rows ``idx[:rows]`` of X, Y (and sw) to ``xb``, ``yb`` (``swb``): the GEMMs
+    need contiguous rows, and copying them in one loop overlaps the cache misses of a
+    shuffled order instead of meeting them one by one in the loss pass."""
+    cdef Py_ssize_t i, j, r
+    for i in range(rows):
+        r = idx[i]
+        c_assert(0 <= r < n_x)
+        if i + PREFETCH_ROWS < rows:
+            prefetch(X + idx[i + PREFETCH_ROWS] * fi0)
+        if fi0 >= 16:
+            memcpy(xb + i * fi0, X + r * fi0, fi0 * sizeof(floating))
+        else:
+            for j in range(fi0):
+                xb[i * fi0 + j] = X[r * fi0 + j]
+        for j in range(n_out):
+            yb[i * n_out + j] = Y[r * n_out + j]
+        if sw != NULL:
+            swb[i] = sw[r]
+
+
+cdef double _half_batch(const Net* net, const floating* theta, floating* grad,
+                        const floating* X, const floating* Y, const floating* sw,
+                        const int64_t* idx, Py_ssize_t rows, Py_ssize_t cap,
+                        uint64_t k_batch, int loss, floating* work, double* sw_sum,
+                        Py_ssize_t n_x) noexcept nogil:
+    """Gather ``rows`` rows into ``work`` (laid out for ``cap`` rows) and run forward,
+    loss and backward on them, accumulating the weight gradient into ``grad``."""
+    cdef Py_ssize_t fi0 = net.layout[FAN_IN]
+    cdef Py_ssize_t n_out = net.layout[(net.n_layers - 1) * N_COLS + FAN_OUT]
+    cdef floating* xb = work
+    cdef floating* yb = work + cap * fi0
+    cdef floating* swb = yb + cap * n_out
+    _gather(X, Y, sw, idx, rows, fi0, n_out, n_x, xb, yb, swb)
+    return batch_loss_grad(net, theta, grad, xb, yb, swb if sw != NULL else NULL, rows, cap,
+                           k_batch, loss, work, sw_sum, True)
+
+
 cdef double _train_epoch(const Net* net, floating* theta, floating* grad, floating* opt,
                          const floating* X, const floating* Y, const floating* sw,
                          const int64_t* order, Py_ssize_t n_order, Py_ssize_t bs,
                          const double* hyper, int64_t* counters, floating* work,
-                         Py_ssize_t n_x) noexcept nogil:
-    cdef Py_ssize_t start, rows, i, j, r, fi0 = net.layout[FAN_IN], n = net.n_params
-    cdef Py_ssize_t n_out = net.layout[(net.n_layers - 1) * N_COLS + FAN_OUT]
-    # the batch's rows of X, Y and sample_weight are gathered at the start of work: the
-    # GEMMs need contiguous rows, and copying them in one loop overlaps the cache misses
-    # of a shuffled order instead of meeting them one by one in the loss pass
-    cdef floating* xb = work
-    cdef floating* yb = work + bs * fi0
-    cdef floating* swb = yb + bs * n_out
+                         Py_ssize_t n_x, bint split, int n_threads) noexcept nogil:
+    """Every mini-batch of one epoch: forward, backward, optimizer step.
+
+    With ``split`` (:func:`split_ok`) each batch of at least ``SPLIT_MIN_ROWS`` rows is
+    computed as two halves, each with its own buffers in ``work`` and its own gradient
+    (the second one after both halves' buffers), which are then summed; the products of
+    such a network are always run single-threaded (``gemm_serial``). The halves run in
+    ``n_threads`` OpenMP threads (2 when the fit runs alone, 1 while fits overlap): the
+    arithmetic is the same either way, so a fit gives the same numbers in a search with
+    threads as alone. Without ``split`` a batch is one block whose products BLAS may
+    thread (``net.serial`` keeps them on this thread while fits overlap).
+    """
+    cdef Py_ssize_t start, rows, i, n = net.n_params
+    cdef Py_ssize_t h = (bs + 1) // 2
+    cdef floating* grad1 = work + (bs + 1) * net.row_width
     cdef double loss_sum = 0.0, data, S, ss, lr_t, alpha = hyper[H_ALPHA]
     cdef double b1 = hyper[H_BETA_1], b2 = hyper[H_BETA_2]
+    cdef double data_w[2]
+    cdef double S_w[2]
+    cdef Py_ssize_t first[2]
+    cdef Py_ssize_t count[2]
     cdef int loss = <int>counters[C_LOSS]
     cdef bint adam = counters[C_SOLVER] == 1
     cdef int64_t t
-    cdef uint64_t seed = <uint64_t>counters[C_SEED]
+    cdef int w
+    cdef uint64_t seed = <uint64_t>counters[C_SEED], k_batch
+    cdef Net net_h = net[0]
+    net_h.serial = True
+    if split:
+        net = &net_h
+        memset(grad1, 0, n * sizeof(floating))
     # the weight gradients accumulate into zeros (batch_loss_grad's accumulate); the
     # optimizer loop zeroes them again as it reads them
     memset(grad, 0, net.n_coef * sizeof(floating))
     start = 0
     while start < n_order:
         rows = min(bs, n_order - start)
-        for i in range(rows):
-            r = order[start + i]
-            c_assert(0 <= r < n_x)
-            if i + PREFETCH_ROWS < rows:
-                prefetch(X + order[start + i + PREFETCH_ROWS] * fi0)
-            if fi0 >= 16:
-                memcpy(xb + i * fi0, X + r * fi0, fi0 * sizeof(floating))
-            else:
-                for j in range(fi0):
-                    xb[i * fi0 + j] = X[r * fi0 + j]
-            for j in range(n_out):
-                yb[i * n_out + j] = Y[r * n_out + j]
-            if sw != NULL:
-                swb[i] = sw[r]
-        data = batch_loss_grad(net, theta, grad, xb, yb, swb if sw != NULL else NULL, rows,
-                               bs, splitmix64(seed ^ splitmix64(<uint64_t>counters[C_STEP])),
-                               loss, work, &S, True)
+        k_batch = splitmix64(seed ^ splitmix64(<uint64_t>counters[C_STEP]))
+        if split and rows >= SPLIT_MIN_ROWS:
+            first[0] = start
+            count[0] = (rows + 1) // 2
+            first[1] = start + count[0]
+            count[1] = rows - count[0]
+            for w in prange(2, num_threads=n_threads, schedule="static", chunksize=1):
+                data_w[w] = _half_batch(net, theta, grad if w == 0 else grad1, X, Y, sw,
+                                        order + first[w], count[w], h, k_batch, loss,
+                                        work + w * h * net.row_width, &S_w[w], n_x)
+            S = S_w[0] + S_w[1]
+            # each half returns its weighted mean loss
+            data = (data_w[0] * S_w[0] + data_w[1] * S_w[1]) / S
+            for i in range(net.n_coef):
+                grad[i] += grad1[i]
+                grad1[i] = 0
+            for i in range(net.n_coef, n):
+                grad[i] += grad1[i]
+        else:
+            data = _half_batch(net, theta, grad, X, Y, sw, order + start, rows, bs, k_batch,
+                               loss, work, &S, n_x)
         if adam:
             counters[C_ADAM_T] += 1
             t = counters[C_ADAM_T]
@@ -1141,11 +1236,19 @@ cdef int _parse_net(object layout, object act_params, Net* net) except -1:
     return 0
 
 
+cdef Py_ssize_t _work_size(Py_ssize_t cap, Py_ssize_t row_width,
+                           Py_ssize_t n_params) noexcept nogil:
+    """Elements of ``work`` for batches of up to ``cap`` rows: ``cap + 1`` rows (two
+    halves of ``ceil(cap / 2)`` rows when a batch is split) and a second gradient."""
+    return (cap + 1) * row_width + n_params
+
+
 cdef int _check_work(cnp.ndarray work, const Net* net, Py_ssize_t cap) except -1:
-    if cnp.PyArray_DIM(work, 0) < cap * net.row_width:
+    cdef Py_ssize_t need = _work_size(cap, net.row_width, net.n_params)
+    if cnp.PyArray_DIM(work, 0) < need:
         raise ValueError(
             f"work has {cnp.PyArray_DIM(work, 0)} elements; this call needs "
-            f"workspace_size(layout, {cap}) = {cap * net.row_width}"
+            f"workspace_size(layout, {cap}) = {need}"
         )
     return 0
 
@@ -1171,16 +1274,29 @@ def workspace_size(layout, n_rows):
     Returns
     -------
     int
-        ``n_rows`` times the per-row width: the gathered input row, target row and weight,
-        and per layer the pre-activations and deltas, plus separate activations (PReLU,
-        maxout), stored derivatives (leaky_relu, rrelu, codes 7-14) and maxout's unit
-        deltas.
+        ``n_rows + 1`` times the per-row width (the gathered input row, target row and
+        weight, and per layer the pre-activations and deltas, plus separate activations
+        (PReLU, maxout), stored derivatives (leaky_relu, rrelu, codes 7-14) and maxout's
+        unit deltas), plus ``n_params`` for the second half's gradient of a split batch.
     """
     cdef cnp.ndarray lay = _arr(layout, "layout", cnp.NPY_INT64, 2, False)
     if cnp.PyArray_DIM(lay, 0) < 1 or cnp.PyArray_DIM(lay, 1) != N_COLS:
         raise ValueError(f"layout must have shape (n_layers - 1, 8), got {np.shape(lay)}")
-    return int(n_rows) * row_width(<const int64_t*>cnp.PyArray_DATA(lay),
-                                   cnp.PyArray_DIM(lay, 0))
+    cdef const int64_t* p = <const int64_t*>cnp.PyArray_DATA(lay)
+    cdef Py_ssize_t L = cnp.PyArray_DIM(lay, 0), l, n_params = 0
+    for l in range(L):
+        n_params += (p[l * N_COLS + FAN_IN] + 1) * p[l * N_COLS + N_PRE]
+        if p[l * N_COLS + SLOPE_OFF] >= 0:
+            n_params += p[l * N_COLS + FAN_OUT]
+    return int(_work_size(max(int(n_rows), 1), row_width(p, L), n_params))
+
+
+def split_batches(layout, act_params, Py_ssize_t batch_size):
+    """Whether ``train_epoch`` computes batches of ``batch_size`` rows of this network as
+    two halves (see ``_train_epoch``)."""
+    cdef Net net
+    _parse_net(layout, act_params, &net)
+    return bool(split_ok(&net, batch_size))
 
 
 def train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sample_weight, order,
@@ -1256,6 +1372,10 @@ def train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sample_weight,
     batch_size = min(batch_size, n_order)
     _check_work(wk, &net, batch_size)
     cdef void* p_sw = NULL if sw is None else cnp.PyArray_DATA(sw)
+    cdef bint split = split_ok(&net, batch_size)
+    # two threads for the halves when the fit runs alone and OpenMP may use two (it
+    # follows OMP_NUM_THREADS and threadpoolctl's limits)
+    cdef int n_threads = 1 if net.serial else max(1, min(2, openmp.omp_get_max_threads()))
     with nogil:
         if tn == cnp.NPY_DOUBLE:
             loss = _train_epoch(&net, <double*>cnp.PyArray_DATA(th),
@@ -1264,7 +1384,8 @@ def train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sample_weight,
                                 <const double*>cnp.PyArray_DATA(y), <const double*>p_sw,
                                 po, n_order, batch_size,
                                 <const double*>cnp.PyArray_DATA(hy),
-                                <int64_t*>cnp.PyArray_DATA(co), <double*>cnp.PyArray_DATA(wk), n)
+                                <int64_t*>cnp.PyArray_DATA(co), <double*>cnp.PyArray_DATA(wk), n,
+                                split, n_threads)
         else:
             loss = _train_epoch(&net, <float*>cnp.PyArray_DATA(th),
                                 <float*>cnp.PyArray_DATA(gr), <float*>cnp.PyArray_DATA(op),
@@ -1272,7 +1393,8 @@ def train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sample_weight,
                                 <const float*>cnp.PyArray_DATA(y), <const float*>p_sw,
                                 po, n_order, batch_size,
                                 <const double*>cnp.PyArray_DATA(hy),
-                                <int64_t*>cnp.PyArray_DATA(co), <float*>cnp.PyArray_DATA(wk), n)
+                                <int64_t*>cnp.PyArray_DATA(co), <float*>cnp.PyArray_DATA(wk), n,
+                                split, n_threads)
     return loss
 
 

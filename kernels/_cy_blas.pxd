@@ -107,6 +107,14 @@ cdef enum:
     SERIAL_MIN_ROWS = 16    # smaller blocks cost more in repeated packing than they save
 
 
+cdef inline bint stays_serial(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+    """Whether :func:`gemm_serial` with ``serial`` keeps an (m x n) = (m x k)(k x n)
+    product on the calling thread: it is small enough, or it splits into blocks of at
+    least ``SERIAL_MIN_ROWS`` rows that are (products with one row or column go to GEMV,
+    which scipy's OpenBLAS did not thread below these sizes either: measured)."""
+    return m * n * k <= SERIAL_MNK or n * k * SERIAL_MIN_ROWS <= SERIAL_MNK
+
+
 cdef inline void gemm_serial(bint serial, char ta, char tb, int m, int n, int k,
                              floating alpha, const floating* A, int lda, const floating* B,
                              int ldb, floating beta, floating* C, int ldc) noexcept nogil:
@@ -120,7 +128,7 @@ cdef inline void gemm_serial(bint serial, char ta, char tb, int m, int n, int k,
     """
     cdef Py_ssize_t nk = <Py_ssize_t>n * k
     cdef int n_blocks, rows, i0, mb
-    if not serial or <Py_ssize_t>m * nk <= SERIAL_MNK or nk * SERIAL_MIN_ROWS > SERIAL_MNK:
+    if not serial or <Py_ssize_t>m * nk <= SERIAL_MNK or not stays_serial(m, n, k):
         gemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
         return
     mb = <int>(SERIAL_MNK // nk)

@@ -60,9 +60,10 @@ backward pass the delta of layer ``l`` overwrites ``Z_l``, which is dead by then
 """
 
 import math
+from types import FunctionType
 
 import numpy as np
-from numba import boolean, float32, float64, int64, njit, types, void
+from numba import boolean, float32, float64, int64, njit, prange, types, void
 from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic
 from numba.np.arrayobj import make_array, populate_array
@@ -104,6 +105,11 @@ stays on the calling thread (checked: process CPU time over wall time)."""
 SERIAL_MIN_ROWS = 16
 """With ``counters[SERIAL]`` set, products are split into blocks of at least this many rows
 (smaller blocks cost more in repeated packing than the threads would)."""
+
+SPLIT_MIN_ROWS = 64
+"""Batches of at least this many rows of a network whose products all stay on one thread at
+half the batch (:func:`split_ok`) are computed as two halves (two threads when the fit runs
+alone: :func:`train_epoch_parallel_kernel`); smaller ones whole."""
 
 SELU_LAMBDA = 1.0507009873554805
 SELU_ALPHA = 1.6732632423543772
@@ -203,6 +209,52 @@ def plan(layout, n_rows, offs):
             offs[l, P_R] = -1
     offs[L, 2] = pos
     return pos
+
+
+@njit(**_F)
+def _n_params(layout):
+    n = 0
+    for l in range(layout.shape[0]):
+        n += (layout[l, FAN_IN] + 1) * layout[l, N_PRE]
+        if layout[l, SLOPE_OFF] >= 0:
+            n += layout[l, FAN_OUT]
+    return n
+
+
+@njit(**_F)
+def _stays_serial(m, n, k):
+    """Whether :func:`_serial_rows` keeps an (m x n) = (m x k)(k x n) product on one
+    thread: small enough already, or it splits into blocks of ``SERIAL_MIN_ROWS`` rows."""
+    return m * n * k <= SERIAL_MNK or n * k * SERIAL_MIN_ROWS <= SERIAL_MNK
+
+
+@njit([boolean(_I2RO, int64)], **_F)
+def split_ok(layout, batch_size):
+    """Whether batches of ``batch_size`` rows are computed as two halves: every product of
+    a half batch stays on its thread (forward ``A W``, gradient ``A^T delta``, ``delta W^T``)
+    and no hidden layer is RReLU (its slopes are indexed by the row of the whole batch)."""
+    if batch_size < SPLIT_MIN_ROWS:
+        return False
+    h = (batch_size + 1) // 2
+    for l in range(layout.shape[0]):
+        fi, npre = layout[l, FAN_IN], layout[l, N_PRE]
+        if l < layout.shape[0] - 1 and layout[l, ACT] == RRELU:
+            return False
+        if not (_stays_serial(h, npre, fi) and _stays_serial(fi, npre, h)
+                and _stays_serial(h, fi, npre)):
+            return False
+    return True
+
+
+@njit([int64(_I2RO, int64)], **_F)
+def work_size(layout, n_rows):
+    """Elements of ``work`` for up to ``n_rows`` rows at a time: the plan for ``n_rows``
+    rows, or two plans for half as many (a split batch) and a second gradient."""
+    L = layout.shape[0]
+    offs = np.empty((L + 1, 3), np.int64)
+    whole = plan(layout, n_rows, offs)
+    halves = 2 * plan(layout, (n_rows + 1) // 2, offs)
+    return _round_up(max(whole, halves)) + _n_params(layout)
 
 
 @intrinsic
@@ -1105,7 +1157,7 @@ def _sum_squares(x):
 
 # ------------------------------------------------------------------------ entry points
 @njit(**_F)
-def _validate(layout, act_params, n_params, n_in, n_out, work_size, n_rows):
+def _validate(layout, act_params, n_params, n_in, n_out, n_work, n_rows):
     """Check that the arrays fit the layout before any unchecked access.
 
     The kernels index without bounds checks and build views with :func:`_view`, so a layout
@@ -1136,7 +1188,8 @@ def _validate(layout, act_params, n_params, n_in, n_out, work_size, n_rows):
     if n_rows < 1:
         raise ValueError("batch_size, chunk_rows and the number of rows must be at least 1")
     offs = np.empty((L + 1, 3), np.int64)  # once per call, not per batch
-    if plan(layout, n_rows, offs) > work_size:
+    plan(layout, n_rows, offs)
+    if work_size(layout, n_rows) > n_work:
         raise ValueError("work is smaller than workspace_size(layout, n_rows)")
     return offs
 
@@ -1146,9 +1199,8 @@ def _train_sig(dt):
                    _ro(dt, 1), boolean, _I1, int64, _F1RO, _I1, dt[::1])
 
 
-@njit(_sigs(_train_sig), **_F)
-def train_epoch_kernel(theta, grad, opt_state, layout, act_params, X, Y, sw, has_sw, order,
-                       batch_size, hyper, counters, work):
+def _train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sw, has_sw, order,
+                 batch_size, hyper, counters, work):
     """One epoch of mini-batch training (``train_epoch`` of the contract).
 
     Parameters
@@ -1167,14 +1219,20 @@ def train_epoch_kernel(theta, grad, opt_state, layout, act_params, X, Y, sw, has
     batch_size : int
     hyper : float64 array of shape (6,); counters : int64 array of shape (7,), ADAM_T and
         STEP updated
-    work : D array of at least ``plan(layout, batch_size)`` elements, scratch
+    work : D array of at least ``work_size(layout, batch_size)`` elements, scratch
 
     Returns
     -------
     float
         Sum over batches of the batch loss (L2 term included) times the batch's rows.
 
-    D is float32 or float64 (the same for every D array).
+    D is float32 or float64 (the same for every D array). When :func:`split_ok`, each batch
+    of at least ``SPLIT_MIN_ROWS`` rows is computed as two halves, each with its own plan in
+    ``work`` and its own gradient (the second after both halves), then summed; the products
+    of such a network always run as single-threaded blocks. This function is compiled twice:
+    :func:`train_epoch_kernel` runs the halves one after the other,
+    :func:`train_epoch_parallel_kernel` (``parallel=True``) in two threads. The arithmetic is
+    the same, so a fit gives the same numbers whichever runs it.
     """
     L = layout.shape[0]
     n = order.shape[0]
@@ -1190,26 +1248,74 @@ def train_epoch_kernel(theta, grad, opt_state, layout, act_params, X, Y, sw, has
         if order[i] < 0 or order[i] >= X.shape[0]:
             raise ValueError("order holds a row index outside X")
     eps, top = _dtype_consts(theta)
+    n_in = X.shape[1]
     n_out = layout[L - 1, FAN_OUT]
+    n_params = theta.shape[0]
     n_coef = layout[0, INTER_OFF]  # the weight matrices come first in theta
     loss_code = counters[LOSS]
     seed = counters[SEED]
     alpha = hyper[ALPHA]
     use_order = _unlit(True)
+    split = split_ok(layout, batch_size)
+    serial = split or counters[SERIAL] != 0
+    # the halves' plans and the second gradient (once per call, not per batch)
+    offs_h = np.empty((L + 1, 3), np.int64)
+    size_h = plan(layout, (batch_size + 1) // 2, offs_h)
+    grad1 = work[work.shape[0] - n_params :]
+    parts = np.zeros(4)  # per half: sum_i w_i l_i, sum_i w_i
     loss_sum = 0.0
     for start in range(0, n, batch_size):
         rows = min(batch_size, n - start)
-        _gather(X, order, start, rows, use_order, _view(work, offs[L, 0], rows, X.shape[1]))
-        total = _forward_backward(theta, grad, layout, act_params, rows, Y, order, start,
-                                  use_order,
-                                  sw, has_sw, loss_code, seed, counters[STEP], work, offs,
-                                  eps, top, counters[SERIAL] != 0)
-        S = _weight_sum(sw, has_sw, order, start, rows, use_order)
+        if split and rows >= SPLIT_MIN_ROWS:
+            c0 = (rows + 1) // 2
+            for w in prange(2):
+                first = start + w * c0
+                cnt = c0 if w == 0 else rows - c0
+                ww = work[w * size_h : (w + 1) * size_h]
+                g = grad if w == 0 else grad1
+                _gather(X, order, first, cnt, use_order, _view(ww, offs_h[L, 0], cnt, n_in))
+                parts[w] = _forward_backward(theta, g, layout, act_params, cnt, Y, order,
+                                             first, use_order, sw, has_sw, loss_code, seed,
+                                             counters[STEP], ww, offs_h, eps, top, serial)
+                parts[2 + w] = _weight_sum(sw, has_sw, order, first, cnt, use_order)
+            total = parts[0] + parts[1]
+            S = parts[2] + parts[3]
+            for i in range(n_params):
+                grad[i] += grad1[i]
+        else:
+            _gather(X, order, start, rows, use_order, _view(work, offs[L, 0], rows, n_in))
+            total = _forward_backward(theta, grad, layout, act_params, rows, Y, order, start,
+                                      use_order, sw, has_sw, loss_code, seed, counters[STEP],
+                                      work, offs, eps, top, serial)
+            S = _weight_sum(sw, has_sw, order, start, rows, use_order)
         ss = _optimizer_step(theta, grad, opt_state, n_coef, 1.0 / S, hyper, counters)
         batch_loss = _data_loss(total, loss_code, S, n_out) + 0.5 * alpha * ss / S
         loss_sum += batch_loss * rows
         counters[STEP] += 1
     return loss_sum
+
+
+train_epoch_kernel = njit(_sigs(_train_sig), **_F)(_train_epoch)
+"""The epoch with the halves of a split batch run one after the other (see
+:func:`_train_epoch`)."""
+
+
+def _renamed(func, name):
+    """A copy of ``func`` called ``name``: Numba names a function's cache entries after its
+    qualified name, so the parallel compilation of :func:`_train_epoch` needs its own name
+    (under the same one it would load, and overwrite, the serial machine code)."""
+    copy = FunctionType(func.__code__, func.__globals__, name, func.__defaults__,
+                        func.__closure__)
+    copy.__qualname__ = name
+    copy.__doc__ = func.__doc__
+    return copy
+
+
+train_epoch_parallel_kernel = njit(_sigs(_train_sig), **_F, parallel=True)(
+    _renamed(_train_epoch, "_train_epoch_parallel"))
+"""The epoch with the halves of a split batch in two threads (``parallel=True``); the
+backend calls it only when :func:`split_ok` and no other fit runs in the process, with
+Numba's thread count for the calling thread set to at most 2."""
 
 
 def _loss_grad_sig(dt):

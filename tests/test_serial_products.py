@@ -241,3 +241,142 @@ def test_prediction_while_fits_overlap_is_unchanged(name, monkeypatch):
         overlapped = est.predict_proba(X)
     assert chunks == [3000, 262144 // (64 * 128)]
     np.testing.assert_allclose(overlapped, alone, rtol=1e-12, atol=1e-15)
+
+
+# ------------------------------------------------- split batches: two halves, same numbers
+def _split_cases():
+    # (hidden, activations, output, loss code, batch size, n_samples, sample weights)
+    return [
+        ((64, 64), ["relu", "relu"], "identity", 0, 200, 450, False),   # W6's shape
+        ((64,), ["tanh"], "softmax", 3, 201, 450, True),                # odd halves
+        ((32, 16), ["prelu", "maxout"], "logistic", 2, 128, 300, True),  # slopes, routing
+        ((48,), ["elu"], "exp", 1, 96, 250, False),                     # poisson
+    ]
+
+
+def _split_problem(case, dtype, seed=0):
+    hidden, acts, out, loss_code, bs, n, weighted = case
+    n_in, n_out = 24, (1 if out in ("identity", "exp") else 4 if out == "softmax" else 2)
+    params = [{"k": 2} if a == "maxout" else {} for a in acts]
+    net = Network([n_in, *hidden, n_out], acts, params, out)
+    rng = np.random.default_rng(seed)
+    theta = rng.normal(0.0, 0.2, net.n_params).astype(dtype)
+    for s in net.slope_views(theta):
+        if s is not None:
+            s[...] = rng.uniform(0.05, 0.4, s.shape)
+    X = rng.normal(size=(n, n_in)).astype(dtype)
+    if loss_code == 3:
+        Y = np.eye(n_out, dtype=dtype)[rng.integers(0, n_out, n)]
+    elif loss_code == 2:
+        Y = (rng.random((n, n_out)) > 0.5).astype(dtype)
+    elif loss_code == 1:
+        Y = rng.poisson(1.5, (n, n_out)).astype(dtype)
+    else:
+        Y = rng.normal(size=(n, n_out)).astype(dtype)
+    sw = rng.uniform(0.2, 3.0, n).astype(dtype) if weighted else None
+    return net, theta, X, Y, sw, loss_code, bs
+
+
+def _run_epochs(backend, net, theta, X, Y, sw, loss_code, bs, serial=0, epochs=2,
+                kernel=None):
+    dtype = theta.dtype
+    theta = theta.copy()
+    state = np.zeros((2, net.n_params), dtype)
+    grad = np.empty(net.n_params, dtype)
+    work = np.full(backend.workspace_size(net.layout, bs), np.nan, dtype)
+    counters = np.array([1, 0, 0, 0, 7, loss_code, serial], dtype=np.int64)
+    hyper = np.array([1e-3, 0.0, 0.9, 0.999, 1e-8, 1e-3])
+    order = np.random.default_rng(3).permutation(X.shape[0]).astype(np.int64)
+    train = backend.train_epoch if kernel is None else kernel
+    losses = [train(theta, grad, state, net.layout, net.act_params, X, Y, sw, order, bs,
+                    hyper, counters, work) for _ in range(epochs)]
+    return np.array(losses), theta, state
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", range(4))
+@pytest.mark.parametrize("name", ["cython", "numba"])
+def test_split_batches_agree_with_reference(name, case, dtype):
+    net, theta, X, Y, sw, loss_code, bs = _split_problem(_split_cases()[case], dtype)
+    assert _cy.split_batches(net.layout, net.act_params, bs)
+    assert nk.split_ok(net.layout, bs)
+    want = _run_epochs(get_backend("numpy"), net, theta, X, Y, sw, loss_code, bs)
+    got = _run_epochs(get_backend(name), net, theta, X, Y, sw, loss_code, bs)
+    rtol = {np.float64: 1e-10, np.float32: 1e-4}[dtype]
+    for g, w in zip(got, want):
+        scale = float(np.abs(w).max())
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=rtol * scale)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", range(4))
+def test_split_batches_give_the_same_numbers_in_every_mode(case, dtype):
+    # two threads or one, a fit alone or beside others: the same arithmetic, bit for bit
+    from threadpoolctl import threadpool_limits
+
+    net, theta, X, Y, sw, loss_code, bs = _split_problem(_split_cases()[case], dtype)
+    cy = get_backend("cython")
+    base = _run_epochs(cy, net, theta, X, Y, sw, loss_code, bs)
+    runs = [_run_epochs(cy, net, theta, X, Y, sw, loss_code, bs, serial=1)]
+    with threadpool_limits(1, user_api="openmp"):
+        runs.append(_run_epochs(cy, net, theta, X, Y, sw, loss_code, bs))
+    nb = get_backend("numba")
+    nb_base = _run_epochs(nb, net, theta, X, Y, sw, loss_code, bs)
+    nb_runs = [_run_epochs(nb, net, theta, X, Y, sw, loss_code, bs, serial=1)]
+    sw_k = np.empty(0, dtype) if sw is None else sw
+    for kernel in (nk.train_epoch_kernel, nk.train_epoch_parallel_kernel):
+        def call(th, g, st, layout, ap, X_, Y_, _sw, order, bs_, hy, co, wk, kernel=kernel):
+            return kernel(th, g, st, layout, ap, X_, Y_, sw_k, sw is not None, order, bs_,
+                          hy, co, wk)
+        nb_runs.append(_run_epochs(nb, net, theta, X, Y, sw, loss_code, bs, kernel=call))
+    for expected, others in [(base, runs), (nb_base, nb_runs)]:
+        for other in others:
+            for a, b in zip(expected, other):
+                np.testing.assert_array_equal(a, b, strict=True)
+
+
+def test_which_networks_split():
+    def split(sizes, acts=None, bs=200):
+        acts = acts or ["relu"] * (len(sizes) - 2)
+        net = Network(sizes, acts, [{} for _ in acts], "softmax")
+        a = _cy.split_batches(net.layout, net.act_params, bs)
+        assert a == nk.split_ok(net.layout, bs)  # both backends decide alike
+        return a
+
+    assert split([20, 64, 64, 1])           # W6
+    assert split([64, 64, 10])              # W1
+    assert split([64, 32, 10])              # the GridSearchCV benchmark's smaller net
+    assert not split([64, 64, 10], bs=63)   # too few rows to halve
+    assert split([64, 64, 10], bs=64)
+    assert not split([100, 256, 128, 10])   # W3: half-batch products BLAS may thread
+    assert not split([784, 1024, 1024, 10], bs=256)   # W4
+    assert not split([64, 64, 10], ["rrelu"])  # RReLU's slopes follow the whole batch
+
+
+@pytest.mark.parametrize("name", ["cython", "numba"])
+def test_split_fits_in_threads_equal_sequential_fits(name):
+    # a search on threads gives the very models a loop gives (split batches always run the
+    # same arithmetic; only whether the halves run in parallel changes)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 30))
+    y = (X[:, :3].sum(axis=1) > 0).astype(int) + (X[:, 3] > 1)
+
+    def fit(seed):
+        est = MLPClassifier(hidden_layer_sizes=(64,), max_iter=4, random_state=seed,
+                            backend=name, batch_size=200)
+        est.fit(X, y)
+        return est._theta.copy()
+
+    sequential = [fit(s) for s in range(4)]
+    barrier = threading.Barrier(2)
+
+    def job(seed):
+        if seed < 2:
+            barrier.wait()
+        return fit(seed)
+
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(2) as pool:
+        threaded = list(pool.map(job, range(4)))
+    for a, b in zip(sequential, threaded):
+        np.testing.assert_array_equal(a, b, strict=True)

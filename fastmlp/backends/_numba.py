@@ -14,6 +14,7 @@ a clear error.
 
 import functools
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 
@@ -100,8 +101,7 @@ def workspace_size(layout, n_rows):
 def _workspace_size(layout_bytes, n_layers, n_rows):
     # cached: the estimator asks for every prediction, and a one-row predict costs a few us
     layout = np.frombuffer(layout_bytes, dtype=np.int64).reshape(n_layers, -1)
-    offs = np.empty((n_layers + 1, 3), dtype=np.int64)
-    return int(_nb.plan(layout, n_rows, offs))
+    return int(_nb.work_size(layout, n_rows))
 
 
 _LAYOUT = (np.int64, 2)
@@ -162,7 +162,24 @@ def train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sample_weight,
         order = order.copy()  # the kernel types it writable (it only reads it)
     args = (theta, grad, opt_state, layout, act_params, X, Y, sw, has_sw, order,
             int(batch_size), hyper, counters, work)
+    threads = numba.get_num_threads()
+    if counters[_nb.SERIAL] == 0 and threads > 1 and _split_ok(layout, int(batch_size)):
+        # the fit runs alone: the halves of each batch in two threads (the same numbers);
+        # the thread count is thread-local in Numba, so this touches no other thread
+        numba.set_num_threads(2)
+        try:
+            return float(_call(_nb.train_epoch_parallel_kernel, args, _TRAIN_WRITTEN,
+                               _TRAIN_READ))
+        finally:
+            numba.set_num_threads(threads)
     return float(_call(_nb.train_epoch_kernel, args, _TRAIN_WRITTEN, _TRAIN_READ))
+
+
+def _split_ok(layout, batch_size):
+    try:
+        return _nb.split_ok(layout, batch_size)
+    except TypeError:  # a layout of another type: the kernel's slow path reports it
+        return False
 
 
 def loss_grad(theta, grad, layout, act_params, X, Y, sample_weight, alpha, counters, work):
