@@ -448,10 +448,13 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         if n == 0:
             return out
         chunk = min(n, _PREDICT_CHUNK)
-        if chunk > 1 and _training.RUNNING_FITS.serial():
-            # fits are running in other threads (a search scoring its folds): keep the
-            # products on this thread, as their epochs do
-            chunk = min(chunk, _training.serial_chunk_rows(net.layout))
+        serial_rows = _training.serial_chunk_rows(net.layout)
+        if chunk > 1 and serial_rows is not None:
+            # a small network: chunks whose products stay on this thread. OpenBLAS's
+            # threads gain little on them, and once woken they spin for a while, taking
+            # the cores from the next fit's threads (a search scoring its folds between
+            # fits ran 2x slower)
+            chunk = min(chunk, serial_rows)
         size = self.__dict__.get("_work_per_row") if chunk == 1 else None
         if size is None:
             size = backend.workspace_size(net.layout, chunk)

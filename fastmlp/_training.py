@@ -82,10 +82,12 @@ SERIAL_MIN_ROWS = 16
 
 
 def serial_chunk_rows(layout):
-    """Rows per ``forward`` call that keep each of its products on the calling thread
-    (what the kernels' serial mode does inside a training batch, for prediction)."""
+    """Rows per ``forward`` chunk that keep each of its products on the calling thread
+    (what the kernels' serial mode does inside a training batch, for prediction), or None
+    when such chunks would have fewer than ``SERIAL_MIN_ROWS`` rows (a large network)."""
     widest = int((layout[:, 0] * layout[:, 2]).max())  # FAN_IN * N_PRE
-    return max(SERIAL_MIN_ROWS, SERIAL_MNK // max(widest, 1))
+    rows = SERIAL_MNK // max(widest, 1)
+    return rows if rows >= SERIAL_MIN_ROWS else None
 
 
 def _counters(est, solver):

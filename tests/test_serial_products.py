@@ -221,12 +221,9 @@ def test_overlapping_fits_run_serial_and_a_lone_fit_does_not(name, monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["cython", "numba"])
-def test_prediction_while_fits_overlap_is_unchanged(name, monkeypatch):
+def test_small_networks_predict_in_single_threaded_chunks(name, monkeypatch):
     X = np.random.default_rng(0).normal(size=(3000, 64))
     y = np.arange(3000) % 4
-    est = MLPClassifier(hidden_layer_sizes=(128,), max_iter=2, backend=name,
-                        random_state=0).fit(X[:300], y[:300])
-    monkeypatch.setattr(_training.RUNNING_FITS, "HOLD", 0.0)
     backend = get_backend(name)
     chunks = []
     real = backend.forward
@@ -236,11 +233,18 @@ def test_prediction_while_fits_overlap_is_unchanged(name, monkeypatch):
         return real(*args)
 
     monkeypatch.setattr(backend, "forward", spy)
-    alone = est.predict_proba(X)
-    with _training.RUNNING_FITS, _training.RUNNING_FITS:
-        overlapped = est.predict_proba(X)
-    assert chunks == [3000, 262144 // (64 * 128)]
-    np.testing.assert_allclose(overlapped, alone, rtol=1e-12, atol=1e-15)
+    small = MLPClassifier(hidden_layer_sizes=(128,), max_iter=2, backend=name,
+                          random_state=0).fit(X[:300], y[:300])
+    large = MLPClassifier(hidden_layer_sizes=(1024,), max_iter=1, backend=name,
+                          random_state=0).fit(X[:300], y[:300])
+    chunks.clear()
+    proba = small.predict_proba(X)
+    large.predict_proba(X)
+    assert chunks == [262144 // (64 * 128), 3000]
+    assert _training.serial_chunk_rows(large._network.layout) is None
+    # the same probabilities as predicting all rows at once, up to rounding
+    monkeypatch.setattr(_training, "serial_chunk_rows", lambda layout: None)
+    np.testing.assert_allclose(small.predict_proba(X), proba, rtol=1e-12, atol=1e-15)
 
 
 # ------------------------------------------------- split batches: two halves, same numbers
