@@ -448,13 +448,14 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         if n == 0:
             return out
         chunk = min(n, _PREDICT_CHUNK)
-        serial_rows = _training.serial_chunk_rows(net.layout)
-        if chunk > 1 and serial_rows is not None:
-            # a small network: chunks whose products stay on this thread. OpenBLAS's
-            # threads gain little on them, and once woken they spin for a while, taking
-            # the cores from the next fit's threads (a search scoring its folds between
-            # fits ran 2x slower)
-            chunk = min(chunk, serial_rows)
+        if chunk > 1:
+            serial_rows = _training.serial_chunk_rows(net.layout)
+            if serial_rows is not None:
+                # a small network: chunks whose products stay on this thread. OpenBLAS's
+                # threads gain little on them, and once woken they spin for a while,
+                # taking the cores from the next fit's threads (a search scoring its
+                # folds between fits ran 2x slower)
+                chunk = min(chunk, serial_rows)
         size = self.__dict__.get("_work_per_row") if chunk == 1 else None
         if size is None:
             size = backend.workspace_size(net.layout, chunk)
