@@ -5,6 +5,7 @@ random numbers are drawn here from the estimator's ``RandomState`` in scikit-lea
 initial weights (in ``_estimators``), the early-stopping split, each epoch's shuffle.
 """
 
+import os
 import threading
 import time
 import warnings
@@ -63,7 +64,11 @@ class _RunningFits:
 
     def serial(self):
         """Whether a fit should keep its products on its own thread now (read per epoch;
-        a stale read only delays the switch by one epoch)."""
+        a stale read only delays the switch by one epoch). Always in a process forked
+        from the one that imported fastmlp (multiprocessing's 'fork'): the parent's OpenMP
+        and Numba thread pools do not survive fork(), and using them there would hang."""
+        if os.getpid() != _IMPORT_PID:
+            return True
         now = time.monotonic()
         if self.count > 1:
             self._last_overlap = now
@@ -72,6 +77,7 @@ class _RunningFits:
 
 
 RUNNING_FITS = _RunningFits()
+_IMPORT_PID = os.getpid()
 
 SERIAL_MNK = 262144
 """Multiply-adds of a product that scipy's OpenBLAS keeps on the calling thread (at most

@@ -1092,10 +1092,18 @@ cdef double _train_epoch(const Net* net, floating* theta, floating* grad, floati
             count[0] = (rows + 1) // 2
             first[1] = start + count[0]
             count[1] = rows - count[0]
-            for w in prange(2, num_threads=n_threads, schedule="static", chunksize=1):
-                data_w[w] = _half_batch(net, theta, grad if w == 0 else grad1, X, Y, sw,
-                                        order + first[w], count[w], h, k_batch, loss,
-                                        work + w * h * net.row_width, &S_w[w], n_x)
+            if n_threads > 1:
+                for w in prange(2, num_threads=n_threads, schedule="static", chunksize=1):
+                    data_w[w] = _half_batch(net, theta, grad if w == 0 else grad1, X, Y,
+                                            sw, order + first[w], count[w], h, k_batch, loss,
+                                            work + w * h * net.row_width, &S_w[w], n_x)
+            else:
+                # outside any OpenMP region: GNU OpenMP's thread pool does not survive
+                # fork(), and a forked child (multiprocessing) entering one would hang
+                for w in range(2):
+                    data_w[w] = _half_batch(net, theta, grad if w == 0 else grad1, X, Y,
+                                            sw, order + first[w], count[w], h, k_batch, loss,
+                                            work + w * h * net.row_width, &S_w[w], n_x)
             S = S_w[0] + S_w[1]
             # each half returns its weighted mean loss
             data = (data_w[0] * S_w[0] + data_w[1] * S_w[1]) / S

@@ -9,12 +9,13 @@ use the mode is decided by ``_training.RUNNING_FITS``, tested here directly.
 """
 
 import importlib
+import os
 import threading
 
 import numpy as np
 import pytest
 
-from fastmlp import MLPClassifier, _training
+from fastmlp import MLPClassifier, MLPRegressor, _training
 from fastmlp._network import Network
 from fastmlp.backends import get_backend
 from fastmlp.kernels import _cy
@@ -384,3 +385,28 @@ def test_split_fits_in_threads_equal_sequential_fits(name):
         threaded = list(pool.map(job, range(4)))
     for a, b in zip(sequential, threaded):
         np.testing.assert_array_equal(a, b, strict=True)
+
+
+def _fit_loss(args):
+    name, X, y = args
+    est = MLPRegressor(hidden_layer_sizes=(64, 64), max_iter=3, backend=name, random_state=0)
+    return est.fit(X, y).loss_
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the platform has no fork()")
+@pytest.mark.parametrize("name", ["cython", "numba"])
+def test_fits_in_forked_children_after_threaded_fits(name):
+    # GNU OpenMP's (and Numba's) thread pools do not survive fork(): a child forked after
+    # the parent trained with its halves in two threads must not enter them (it would
+    # hang), and gives the parent's numbers
+    import multiprocessing
+
+    rng = np.random.default_rng(0)
+    X = rng.random((2000, 20))
+    y = X.sum(axis=1)
+    net = Network([20, 64, 64, 1], ["relu"] * 2, [{}, {}], "identity")
+    assert _cy.split_batches(net.layout, net.act_params, 200)  # the halves ran in threads
+    parent = _fit_loss((name, X, y))
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        children = pool.map_async(_fit_loss, [(name, X, y)] * 2).get(timeout=120)
+    assert children == [parent, parent]
