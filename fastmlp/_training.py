@@ -207,79 +207,70 @@ def fit_stochastic(est, backend, X, Y, sample_weight, incremental):
     at_start = theta.copy()
     try:
         with RUNNING_FITS:
-            _epochs(est, backend, optimizer, theta, grad, work, counters, X_train, Y_train,
-                    sw_train, sample_idx, batch_size, n_samples, last_good, at_start,
-                    early_stopping, X_val, y_val, sw_val, incremental)
+            est.n_iter_ = 0
+            for _ in range(est.max_iter):
+                if est.shuffle:
+                    # sklearn.utils.shuffle(sample_idx, random_state=rs) is sample_idx[p] for
+                    # p a shuffled arange; shuffling sample_idx in place makes the same swaps
+                    # with the same draws (scikit-learn's order), without copies/validation
+                    est._random_state.shuffle(sample_idx)
+                np.copyto(last_good, theta)
+                counters[ADAM_T] = optimizer.adam_t
+                counters[SERIAL] = RUNNING_FITS.serial()
+                hyper = optimizer.hyper(est)
+                with np.errstate(**_QUIET):
+                    loss_sum = backend.train_epoch(
+                        theta, grad, optimizer.moments, net.layout, net.act_params, X_train,
+                        Y_train, sw_train, sample_idx, batch_size, hyper, counters, work,
+                    )
+                optimizer.adam_t = int(counters[ADAM_T])
+                est._step = int(counters[STEP])
+                est.n_iter_ += 1
+                est.loss_ = loss_sum / X_train.shape[0]
+                if not (np.isfinite(est.loss_) and np.isfinite(theta).all()):
+                    restored = _restore_finite(est, X_train, [
+                        (f"of the start of epoch {est.n_iter_}", last_good),
+                        ("it had before this call to fit", at_start),
+                    ])
+                    raise _diverged(est, est.n_iter_, restored)
+                est.t_ += n_samples
+                est.loss_curve_.append(est.loss_)
+                if est.verbose:
+                    print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
+
+                # update no_improvement_count based on training loss or validation score
+                _update_no_improvement_count(est, early_stopping, X_val, y_val, sw_val)
+                # for learning rate that needs to be updated at iteration end
+                optimizer.iteration_ends(est.t_)
+
+                if est._no_improvement_count > est.n_iter_no_change:
+                    if early_stopping:
+                        msg = (
+                            "Validation score did not improve more than "
+                            "tol=%f for %d consecutive epochs."
+                            % (est.tol, est.n_iter_no_change)
+                        )
+                    else:
+                        msg = (
+                            "Training loss did not improve more than tol=%f"
+                            " for %d consecutive epochs." % (est.tol, est.n_iter_no_change)
+                        )
+                    if optimizer.trigger_stopping(msg, est.verbose):
+                        break
+                    est._no_improvement_count = 0
+                if incremental:
+                    break
+                if est.n_iter_ == est.max_iter:
+                    warnings.warn(
+                        "Stochastic Optimizer: Maximum iterations (%d) "
+                        "reached and the optimization hasn't converged yet." % est.max_iter,
+                        ConvergenceWarning,
+                    )
     except KeyboardInterrupt:
         warnings.warn("Training interrupted by user.")
     if early_stopping:
         # restore best weights
         np.copyto(theta, est._best_theta)
-
-
-def _epochs(est, backend, optimizer, theta, grad, work, counters, X_train, Y_train, sw_train,
-            sample_idx, batch_size, n_samples, last_good, at_start, early_stopping, X_val,
-            y_val, sw_val, incremental):
-    """The epoch loop of :func:`fit_stochastic`."""
-    net = est._network
-    est.n_iter_ = 0
-    for _ in range(est.max_iter):
-        if est.shuffle:
-            # sklearn.utils.shuffle(sample_idx, random_state=rs) is sample_idx[p] for p a
-            # shuffled arange; shuffling sample_idx in place makes the same swaps with the
-            # same draws (scikit-learn's order), without the copies and validation
-            est._random_state.shuffle(sample_idx)
-        np.copyto(last_good, theta)
-        counters[ADAM_T] = optimizer.adam_t
-        counters[SERIAL] = RUNNING_FITS.serial()
-        hyper = optimizer.hyper(est)
-        with np.errstate(**_QUIET):
-            loss_sum = backend.train_epoch(
-                theta, grad, optimizer.moments, net.layout, net.act_params, X_train,
-                Y_train, sw_train, sample_idx, batch_size, hyper, counters, work,
-            )
-        optimizer.adam_t = int(counters[ADAM_T])
-        est._step = int(counters[STEP])
-        est.n_iter_ += 1
-        est.loss_ = loss_sum / X_train.shape[0]
-        if not (np.isfinite(est.loss_) and np.isfinite(theta).all()):
-            restored = _restore_finite(est, X_train, [
-                (f"of the start of epoch {est.n_iter_}", last_good),
-                ("it had before this call to fit", at_start),
-            ])
-            raise _diverged(est, est.n_iter_, restored)
-        est.t_ += n_samples
-        est.loss_curve_.append(est.loss_)
-        if est.verbose:
-            print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
-
-        # update no_improvement_count based on training loss or validation score
-        _update_no_improvement_count(est, early_stopping, X_val, y_val, sw_val)
-        # for learning rate that needs to be updated at iteration end
-        optimizer.iteration_ends(est.t_)
-
-        if est._no_improvement_count > est.n_iter_no_change:
-            if early_stopping:
-                msg = (
-                    "Validation score did not improve more than "
-                    "tol=%f for %d consecutive epochs." % (est.tol, est.n_iter_no_change)
-                )
-            else:
-                msg = (
-                    "Training loss did not improve more than tol=%f"
-                    " for %d consecutive epochs." % (est.tol, est.n_iter_no_change)
-                )
-            if optimizer.trigger_stopping(msg, est.verbose):
-                break
-            est._no_improvement_count = 0
-        if incremental:
-            break
-        if est.n_iter_ == est.max_iter:
-            warnings.warn(
-                "Stochastic Optimizer: Maximum iterations (%d) "
-                "reached and the optimization hasn't converged yet." % est.max_iter,
-                ConvergenceWarning,
-            )
 
 
 def _update_no_improvement_count(est, early_stopping, X_val, y_val, sw_val):
