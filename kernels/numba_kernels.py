@@ -1039,6 +1039,21 @@ def _weight_sum(sw, has_sw, order, start, rows, use_order):
     return S
 
 
+@njit(**_F)
+def _batch_part(theta, grad, layout, act_params, X, Y, order, first, rows, use_order, sw,
+                has_sw, loss_code, seed, step, work, offs, eps, top, serial):
+    """Gather ``rows`` rows from ``first`` (through ``order`` if ``use_order``) into the
+    plan ``offs`` of ``work``, then forward, loss and backward into ``grad``. Returns
+    ``(sum_i w_i l_i, sum_i w_i)``: a whole batch, one half of a split batch, or the full
+    batch of :func:`loss_grad_kernel`."""
+    _gather(X, order, first, rows, use_order,
+            _view(work, offs[layout.shape[0], 0], rows, X.shape[1]))
+    total = _forward_backward(theta, grad, layout, act_params, rows, Y, order, first,
+                              use_order, sw, has_sw, loss_code, seed, step, work, offs, eps,
+                              top, serial)
+    return total, _weight_sum(sw, has_sw, order, first, rows, use_order)
+
+
 # --------------------------------------------------------------------------- optimizer
 # Every loop below runs over slices from index 0: with a start offset that Numba cannot prove
 # non-negative, each access keeps its negative-index wraparound check and LLVM does not
@@ -1248,7 +1263,6 @@ def _train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sw, has_sw, o
         if order[i] < 0 or order[i] >= X.shape[0]:
             raise ValueError("order holds a row index outside X")
     eps, top = _dtype_consts(theta)
-    n_in = X.shape[1]
     n_out = layout[L - 1, FAN_OUT]
     n_params = theta.shape[0]
     n_coef = layout[0, INTER_OFF]  # the weight matrices come first in theta
@@ -1269,25 +1283,19 @@ def _train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sw, has_sw, o
         if split and rows >= SPLIT_MIN_ROWS:
             c0 = (rows + 1) // 2
             for w in prange(2):
-                first = start + w * c0
-                cnt = c0 if w == 0 else rows - c0
-                ww = work[w * size_h : (w + 1) * size_h]
-                g = grad if w == 0 else grad1
-                _gather(X, order, first, cnt, use_order, _view(ww, offs_h[L, 0], cnt, n_in))
-                parts[w] = _forward_backward(theta, g, layout, act_params, cnt, Y, order,
-                                             first, use_order, sw, has_sw, loss_code, seed,
-                                             counters[STEP], ww, offs_h, eps, top, serial)
-                parts[2 + w] = _weight_sum(sw, has_sw, order, first, cnt, use_order)
+                parts[w], parts[2 + w] = _batch_part(
+                    theta, grad if w == 0 else grad1, layout, act_params, X, Y, order,
+                    start + w * c0, c0 if w == 0 else rows - c0, use_order, sw, has_sw,
+                    loss_code, seed, counters[STEP], work[w * size_h : (w + 1) * size_h],
+                    offs_h, eps, top, serial)
             total = parts[0] + parts[1]
             S = parts[2] + parts[3]
             for i in range(n_params):
                 grad[i] += grad1[i]
         else:
-            _gather(X, order, start, rows, use_order, _view(work, offs[L, 0], rows, n_in))
-            total = _forward_backward(theta, grad, layout, act_params, rows, Y, order, start,
-                                      use_order, sw, has_sw, loss_code, seed, counters[STEP],
-                                      work, offs, eps, top, serial)
-            S = _weight_sum(sw, has_sw, order, start, rows, use_order)
+            total, S = _batch_part(theta, grad, layout, act_params, X, Y, order, start, rows,
+                                   use_order, sw, has_sw, loss_code, seed, counters[STEP],
+                                   work, offs, eps, top, serial)
         ss = _optimizer_step(theta, grad, opt_state, n_coef, 1.0 / S, hyper, counters)
         batch_loss = _data_loss(total, loss_code, S, n_out) + 0.5 * alpha * ss / S
         loss_sum += batch_loss * rows
@@ -1352,13 +1360,10 @@ def loss_grad_kernel(theta, grad, layout, act_params, X, Y, sw, has_sw, alpha, c
     eps, top = _dtype_consts(theta)
     # the rows are copied into XB, so the batch code is compiled once per dtype
     no_order, start, use_order = counters[:0], _unlit(0), _unlit(False)
-    _gather(X, no_order, start, n, use_order, _view(work, offs[L, 0], n, X.shape[1]))
     loss_code = counters[LOSS]
-    total = _forward_backward(theta, grad, layout, act_params, n, Y, no_order, start,
-                              use_order,
-                              sw, has_sw, loss_code, counters[SEED], counters[STEP], work,
-                              offs, eps, top, counters[SERIAL] != 0)
-    S = _weight_sum(sw, has_sw, no_order, start, n, use_order)
+    total, S = _batch_part(theta, grad, layout, act_params, X, Y, no_order, start, n,
+                           use_order, sw, has_sw, loss_code, counters[SEED], counters[STEP],
+                           work, offs, eps, top, counters[SERIAL] != 0)
     n_coef = layout[0, INTER_OFF]
     t = theta.dtype.type
     a, s = t(alpha), t(S)
