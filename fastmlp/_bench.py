@@ -13,6 +13,8 @@ What it measures (the workloads themselves are defined once, in
   memory of one extra, untimed, one-epoch fit (see :func:`_peak_memory`).
 - **GEMM peak**: ``numpy.matmul`` of two 2048 x 2048 matrices per dtype, best of several,
   measured before and after the training section; the larger value is the peak.
+- **W4's products alone** (:func:`products_alone`): the matrix products of one W4 fit with
+  nothing else, the ceiling against which W4's fraction of the peak is read.
 - **prediction** on the W1 model (float64): ``predict`` and ``predict_proba`` of one row
   (median over at least 1000 calls, each timed alone) and of all 1797 rows.
 - **cold start**: a fresh ``python`` that imports the library, fits W1 and predicts once,
@@ -48,6 +50,9 @@ __all__ = ["main", "FLOORS"]
 
 DTYPES = {"f64": np.float64, "f32": np.float32}
 SECTIONS = ("training", "predict", "cold", "grid")
+CEILING_WORKLOAD = "W4"
+"""The workload whose matrix products are also timed alone (:func:`products_alone`): the
+one the GEMM-peak floor is set on."""
 
 FLOORS = {
     "f64": {"W1": 3.5, "W2": 12.0, "W3": 2.0, "W4": 1.25, "W5": 50.0, "W6": 4.0},
@@ -259,6 +264,74 @@ def gemm_peak(repeats=5, n=2048):
     return out
 
 
+def products_alone(wid, quick=False, repeats=3):
+    """Seconds that one fit's matrix products take by themselves: a workload's ceiling.
+
+    Per mini-batch, the products the kernels compute (``docs/kernel_contract.md``): each
+    layer's forward product ``A_l @ W_l``, its weight gradient ``A_l.T @ delta_l`` and,
+    above the first layer, the delta below it ``delta_l @ W_l.T`` (the input's gradient is
+    never formed). Same shapes, dtype and count as one fit (every batch of every epoch, the
+    last one short), through ``numpy.matmul`` with the BLAS's default threads (the library
+    whose peak :func:`gemm_peak` measures), and nothing else: no activation, loss,
+    optimizer, data gathering or Python between them. A fit cannot be faster than this on
+    this BLAS; its training GFLOP/s over this one's says how close it comes.
+
+    Parameters
+    ----------
+    wid : str
+        Workload id.
+    quick : bool, default=False
+        The workload's quick sizes (rows, epochs).
+    repeats : int, default=3
+        Timed passes per dtype, after one warm-up batch; the median is reported.
+
+    Returns
+    -------
+    dict
+        ``{'f64': {'times', 'median', 'gflops'}, 'f32': {...}}``; ``gflops`` is
+        ``6 x n_samples x n_params x epochs`` over the median, the training table's
+        convention, so it compares directly with a fit's GFLOP/s.
+    """
+    w = bw.get_workload(wid)
+    n_samples = w.quick_rows if quick else bw.make_data(wid)[0].shape[0]
+    epochs = w.epochs_for(quick)
+    units = bw.layer_units(wid)
+    bs = min(w.batch_size, n_samples)
+    batches = [bs] * (n_samples // bs) + ([n_samples % bs] if n_samples % bs else [])
+    flops = bw.training_flops(wid, n_samples, epochs)
+    rng = np.random.default_rng(0)
+    out = {}
+    for key, dt in DTYPES.items():
+        pairs = list(zip(units[:-1], units[1:]))
+        # inputs never receive an output, so values stay bounded whatever the count
+        A = [rng.random((bs, fi)).astype(dt) for fi, _ in pairs]
+        W = [(rng.random((fi, fo)) / fi).astype(dt) for fi, fo in pairs]
+        D = [rng.random((bs, fo)).astype(dt) for _, fo in pairs]
+        Z = [np.empty((bs, fo), dtype=dt) for _, fo in pairs]
+        G = [np.empty((fi, fo), dtype=dt) for fi, fo in pairs]
+        E = [np.empty((bs, fi), dtype=dt) for fi, _ in pairs]
+
+        def batch(rows):
+            for a, wl, z in zip(A, W, Z):
+                np.matmul(a[:rows], wl, out=z[:rows])
+            for i in range(len(pairs) - 1, -1, -1):
+                np.matmul(A[i][:rows].T, D[i][:rows], out=G[i])
+                if i > 0:
+                    np.matmul(D[i][:rows], W[i].T, out=E[i][:rows])
+
+        batch(bs)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            for _ in range(epochs):
+                for rows in batches:
+                    batch(rows)
+            times.append(time.perf_counter() - t)
+        med = statistics.median(times)
+        out[key] = {"times": times, "median": med, "gflops": flops / med / 1e9}
+    return out
+
+
 # ------------------------------------------------------------------------------- variants
 def _variants(backends, use_torch):
     """Training variants: (key, lib, backend, dtype key), in the order they run each round."""
@@ -369,8 +442,9 @@ def run_training(wid, variants, repeats, quick, memory=True):
     return res
 
 
-def _derive_training(tr, gemm):
-    """Add statistics, speedups, GFLOP/s and fraction of the GEMM peak (in place)."""
+def _derive_training(tr, gemm, ceilings=None):
+    """Add statistics, speedups, GFLOP/s, fraction of the GEMM peak and, where measured
+    (:func:`products_alone`), fraction of the workload's products-alone rate (in place)."""
     for wid, res in tr.items():
         flops = res["workload"]["flops_per_fit"]
         vs = res["variants"]
@@ -380,6 +454,9 @@ def _derive_training(tr, gemm):
                 r["gflops"] = flops / r["median"] / 1e9
                 peak = gemm.get(r["dtype"], {}).get("gflops") if gemm else None
                 r["gemm_fraction"] = r["gflops"] / peak if peak else None
+                ceil = (ceilings or {}).get(wid, {}).get(r["dtype"])
+                if ceil:
+                    r["products_alone_fraction"] = r["gflops"] / ceil["gflops"]
         base = vs.get("sklearn-f64", {}).get("median")
         for r in vs.values():
             if "median" not in r:
@@ -659,7 +736,10 @@ def check_floors(results):
             r = tr.get("W4", {}).get("variants", {}).get(f"fastmlp-{b}-{d}")
             if r is not None:
                 m = r.get("gemm_fraction")
-                rows.append(dict(check=f"W4 {d} fraction of GEMM peak", backend=b,
+                pa = results.get("products_alone", {}).get("W4", {}).get(d)
+                ceil = (f" (products alone: {_fmt_pct(pa['gemm_fraction'])}; the fit: "
+                        f"{_fmt_pct(r.get('products_alone_fraction'))} of that)") if pa else ""
+                rows.append(dict(check=f"W4 {d} fraction of GEMM peak{ceil}", backend=b,
                                  measured=m, floor=FLOORS["W4_gemm_fraction"], unit="frac",
                                  met=None if m is None else m >= FLOORS["W4_gemm_fraction"]))
         pr = results.get("predict", {}).get("variants", {}).get(f"fastmlp-{b}-f64")
@@ -765,6 +845,12 @@ def render_markdown(results):
         L.append(f"- GEMM peak (numpy matmul {g['n']}x{g['n']}, best of the run): "
                  f"float64 {g['f64']['gflops']:.1f} GFLOP/s, "
                  f"float32 {g['f32']['gflops']:.1f} GFLOP/s")
+    for wid, pa in results.get("products_alone", {}).items():
+        L.append(f"- {wid}'s matrix products alone (the shapes and count of one fit, numpy "
+                 "matmul, no other work: the bound for a fit on this BLAS): " + ", ".join(
+                     f"{'float64' if d == 'f64' else 'float32'} {_fmt_s(pa[d]['median'])} s, "
+                     f"{pa[d]['gflops']:.1f} GFLOP/s in the training table's terms = "
+                     f"{_fmt_pct(pa[d]['gemm_fraction'])} of the peak" for d in DTYPES))
     L.append("")
 
     tr = results.get("training")
@@ -1078,8 +1164,15 @@ def _run(args, argv):
         results["gemm"][d] = {"gflops": max(g1[d]["gflops"], g2[d]["gflops"]),
                               "times": g1[d]["times"] + (g2[d]["times"] if g2 is not g1
                                                          else [])}
+    if "training" in results and CEILING_WORKLOAD in args.workloads:
+        _log(f"{CEILING_WORKLOAD}'s matrix products alone")
+        pa = products_alone(CEILING_WORKLOAD, args.quick, 1 if args.quick else 3)
+        for d in DTYPES:
+            pa[d]["gemm_fraction"] = pa[d]["gflops"] / results["gemm"][d]["gflops"]
+        results["products_alone"] = {CEILING_WORKLOAD: pa}
     if "training" in results:
-        _derive_training(results["training"], results["gemm"])
+        _derive_training(results["training"], results["gemm"],
+                         results.get("products_alone", {}))
 
     if "predict" in args.sections:
         _log("== prediction latency (W1 model)")

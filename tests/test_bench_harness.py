@@ -95,3 +95,16 @@ def test_bad_arguments():
         _bench.main(["--workloads", "W9"])
     with pytest.raises(SystemExit):
         _bench.main(["--sections", "nope"])
+
+
+def test_products_alone():
+    # the ceiling of a workload: the products of one fit, timed by themselves
+    res = _bench.products_alone("W1", quick=True, repeats=2)
+    w = _bench_workloads.get_workload("W1")
+    flops = _bench_workloads.training_flops("W1", w.quick_rows, w.quick_epochs)
+    for d in ("f64", "f32"):
+        r = res[d]
+        assert len(r["times"]) == 2 and all(_positive(t) for t in r["times"])
+        assert r["median"] == sorted(r["times"])[0] + (sorted(r["times"])[1]
+                                                        - sorted(r["times"])[0]) / 2
+        assert r["gflops"] == pytest.approx(flops / r["median"] / 1e9)
