@@ -32,6 +32,9 @@ from fastmlp.backends import _numpy as ref
 from fastmlp.backends import get_backend
 from fastmlp.kernels import _cy
 
+from _kernel_problems import close as _close, data as _data, network as _network
+from _kernel_problems import params_for as _params_for, theta as _theta
+
 DTYPES = [np.float64, np.float32]
 CALL_RTOL = {np.float64: 1e-10, np.float32: 1e-4}
 FIT_RTOL = {np.float64: 1e-6, np.float32: 2e-3}
@@ -45,54 +48,6 @@ BUILDS = [_cy]
 if AVX2_EXPECTED and _cy.cpu_supports_avx2():
     BUILDS.append(importlib.import_module("fastmlp.kernels._cy_avx2"))
 BUILD_IDS = [k.__name__.rsplit(".", 1)[-1] for k in BUILDS]
-
-
-def _close(actual, expected, rtol, what=""):
-    expected = np.asarray(expected)
-    assert np.isfinite(expected).all(), f"the reference itself is not finite: {what}"
-    assert np.isfinite(actual).all(), f"non-finite result: {what}"
-    scale = float(np.max(np.abs(expected))) if expected.size else 0.0
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale, err_msg=what)
-
-
-def _params_for(act):
-    # non-default parameters, so that a kernel reading the wrong column is caught
-    return {
-        "maxout": {"k": 3},
-        "leaky_relu": {"negative_slope": 0.05},
-        "elu": {"alpha": 0.7},
-        "swish": {"beta": 1.3},
-        "rrelu": {"lower": 0.1, "upper": 0.4},
-        "prelu": {"init": 0.2},
-    }.get(act, {})
-
-
-def _network(hidden, acts, out, n_in=5, n_out=3):
-    return Network([n_in, *hidden, n_out], acts, [_params_for(a) for a in acts], out)
-
-
-def _theta(net, dtype, seed=0):
-    rng = np.random.default_rng(seed)
-    theta = rng.normal(0.0, 0.6, net.n_params).astype(dtype)
-    for s in net.slope_views(theta):
-        if s is not None:  # a different slope per unit
-            s[...] = rng.uniform(0.05, 0.4, s.shape)
-    return theta
-
-
-def _data(loss_code, n, n_in, n_out, dtype, seed=1):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, n_in)).astype(dtype)
-    if loss_code == 3:
-        Y = np.eye(n_out, dtype=dtype)[rng.integers(0, n_out, n)]
-    elif loss_code == 2:
-        Y = (rng.random((n, n_out)) > 0.5).astype(dtype)
-    elif loss_code == 1:
-        Y = rng.poisson(1.5, (n, n_out)).astype(dtype)  # zeros exercise 0 log 0
-    else:
-        Y = rng.normal(size=(n, n_out)).astype(dtype)
-    sw = rng.uniform(0.2, 3.0, n).astype(dtype)
-    return X, Y, sw
 
 
 SOLVERS = {

@@ -19,11 +19,13 @@ from sklearn.datasets import make_classification, make_multilabel_classification
 from sklearn.exceptions import ConvergenceWarning
 
 from fastmlp import MLPClassifier, MLPRegressor
-from fastmlp._network import Network
 from fastmlp.activations import HIDDEN_ACTIVATIONS, rrelu_uniform
 from fastmlp.backends import _numba as nb
 from fastmlp.backends import _numpy as ref
 from fastmlp.kernels import numba_kernels
+
+from _kernel_problems import close as _close, data as _data, network as _network
+from _kernel_problems import theta as _theta
 
 DTYPES = [np.float64, np.float32]
 CALL_RTOL = {np.float64: 1e-10, np.float32: 1e-4}
@@ -32,53 +34,6 @@ HIDDEN = list(HIDDEN_ACTIVATIONS)
 OUT_BY_LOSS = {0: "identity", 1: "exp", 2: "logistic", 3: "softmax"}
 LOSS_NAMES = {0: "squared_error", 1: "poisson", 2: "binary_log_loss", 3: "log_loss"}
 SEED = 987654321  # a large RReLU seed exercises every bit of the uint64 arithmetic
-
-
-def _close(actual, expected, rtol, what=""):
-    expected = np.asarray(expected)
-    assert np.isfinite(expected).all(), f"the reference itself is not finite: {what}"
-    scale = float(np.max(np.abs(expected))) if expected.size else 0.0
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale, err_msg=what)
-
-
-def _params_for(act):
-    # non-default parameters, so that a kernel reading the wrong column is caught
-    return {
-        "maxout": {"k": 3},
-        "leaky_relu": {"negative_slope": 0.05},
-        "elu": {"alpha": 0.7},
-        "swish": {"beta": 1.3},
-        "rrelu": {"lower": 0.1, "upper": 0.4},
-        "prelu": {"init": 0.2},
-    }.get(act, {})
-
-
-def _network(hidden, acts, out, n_in=5, n_out=3):
-    return Network([n_in, *hidden, n_out], acts, [_params_for(a) for a in acts], out)
-
-
-def _theta(net, dtype, seed=0):
-    rng = np.random.default_rng(seed)
-    theta = rng.normal(0.0, 0.6, net.n_params).astype(dtype)
-    for s in net.slope_views(theta):
-        if s is not None:  # distinct slopes per unit
-            s[...] = rng.uniform(0.05, 0.4, s.shape)
-    return theta
-
-
-def _data(loss_code, n, n_in, n_out, dtype, seed=1):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, n_in)).astype(dtype)
-    if loss_code == 3:
-        Y = np.eye(n_out, dtype=dtype)[rng.integers(0, n_out, n)]
-    elif loss_code == 2:
-        Y = (rng.random((n, n_out)) > 0.5).astype(dtype)
-    elif loss_code == 1:
-        Y = rng.poisson(1.5, (n, n_out)).astype(dtype)  # zeros exercise 0 log 0
-    else:
-        Y = rng.normal(size=(n, n_out)).astype(dtype)
-    sw = rng.uniform(0.2, 3.0, n).astype(dtype)
-    return X, Y, sw
 
 
 def _counters(loss_code, solver=0, nesterov=0, adam_t=0, step=5, serial=0):

@@ -21,6 +21,8 @@ from fastmlp.backends import get_backend
 from fastmlp.kernels import _cy
 from fastmlp.kernels import numba_kernels as nk
 
+from _kernel_problems import targets
+
 DTYPES = [np.float64, np.float32]
 RTOL = {np.float64: 1e-12, np.float32: 1e-5}
 BUILDS = [_cy]
@@ -270,14 +272,7 @@ def _split_problem(case, dtype, seed=0):
         if s is not None:
             s[...] = rng.uniform(0.05, 0.4, s.shape)
     X = rng.normal(size=(n, n_in)).astype(dtype)
-    if loss_code == 3:
-        Y = np.eye(n_out, dtype=dtype)[rng.integers(0, n_out, n)]
-    elif loss_code == 2:
-        Y = (rng.random((n, n_out)) > 0.5).astype(dtype)
-    elif loss_code == 1:
-        Y = rng.poisson(1.5, (n, n_out)).astype(dtype)
-    else:
-        Y = rng.normal(size=(n, n_out)).astype(dtype)
+    Y = targets(rng, loss_code, n, n_out, dtype)
     sw = rng.uniform(0.2, 3.0, n).astype(dtype) if weighted else None
     return net, theta, X, Y, sw, loss_code, bs
 
