@@ -85,8 +85,9 @@ cdef extern from *:
 cdef enum:
     PREFETCH_ROWS = 8
 
-__all__ = ["workspace_size", "split_batches", "train_epoch", "loss_grad", "forward", "rrelu_uniform",
-           "activation_forward", "row_major_gemm", "optimizer_step", "cpu_supports_avx2"]
+__all__ = ["workspace_size", "split_batches", "train_epoch", "loss_grad", "forward",
+           "rrelu_uniform", "activation_forward", "row_major_gemm", "optimizer_step",
+           "cpu_supports_avx2"]
 
 cdef double SQRT_2 = sqrt(2.0)
 cdef double SQRT_2_OVER_PI = sqrt(2.0 / 3.141592653589793)
@@ -1028,13 +1029,14 @@ cdef inline void _gather(const floating* X, const floating* Y, const floating* s
             swb[i] = sw[r]
 
 
-cdef double _half_batch(const Net* net, const floating* theta, floating* grad,
+cdef double _batch_part(const Net* net, const floating* theta, floating* grad,
                         const floating* X, const floating* Y, const floating* sw,
                         const int64_t* idx, Py_ssize_t rows, Py_ssize_t cap,
                         uint64_t k_batch, int loss, floating* work, double* sw_sum,
                         Py_ssize_t n_x) noexcept nogil:
     """Gather ``rows`` rows into ``work`` (laid out for ``cap`` rows) and run forward,
-    loss and backward on them, accumulating the weight gradient into ``grad``."""
+    loss and backward on them, accumulating the weight gradient into ``grad``: a whole
+    batch, or one half of a split batch (Numba's ``_batch_part`` does the same)."""
     cdef Py_ssize_t fi0 = net.layout[FAN_IN]
     cdef Py_ssize_t n_out = net.layout[(net.n_layers - 1) * N_COLS + FAN_OUT]
     cdef floating* xb = work
@@ -1094,14 +1096,14 @@ cdef double _train_epoch(const Net* net, floating* theta, floating* grad, floati
             count[1] = rows - count[0]
             if n_threads > 1:
                 for w in prange(2, num_threads=n_threads, schedule="static", chunksize=1):
-                    data_w[w] = _half_batch(net, theta, grad if w == 0 else grad1, X, Y,
+                    data_w[w] = _batch_part(net, theta, grad if w == 0 else grad1, X, Y,
                                             sw, order + first[w], count[w], h, k_batch, loss,
                                             work + w * h * net.row_width, &S_w[w], n_x)
             else:
                 # outside any OpenMP region: GNU OpenMP's thread pool does not survive
                 # fork(), and a forked child (multiprocessing) entering one would hang
                 for w in range(2):
-                    data_w[w] = _half_batch(net, theta, grad if w == 0 else grad1, X, Y,
+                    data_w[w] = _batch_part(net, theta, grad if w == 0 else grad1, X, Y,
                                             sw, order + first[w], count[w], h, k_batch, loss,
                                             work + w * h * net.row_width, &S_w[w], n_x)
             S = S_w[0] + S_w[1]
@@ -1113,7 +1115,7 @@ cdef double _train_epoch(const Net* net, floating* theta, floating* grad, floati
             for i in range(net.n_coef, n):
                 grad[i] += grad1[i]
         else:
-            data = _half_batch(net, theta, grad, X, Y, sw, order + start, rows, bs, k_batch,
+            data = _batch_part(net, theta, grad, X, Y, sw, order + start, rows, bs, k_batch,
                                loss, work, &S, n_x)
         if adam:
             counters[C_ADAM_T] += 1
