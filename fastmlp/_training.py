@@ -17,6 +17,7 @@ from sklearn.base import is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
+from ._blas_threads import ONE_BLAS_THREAD
 from ._optim import (ADAM_T, LOSS, NESTEROV, SEED, SERIAL, SOLVER, SOLVER_CODES, STEP,
                      OptimizerState)
 from .losses import BY_OUT_ACTIVATION
@@ -79,6 +80,18 @@ class _RunningFits:
 RUNNING_FITS = _RunningFits()
 _IMPORT_PID = os.getpid()
 
+SPLIT_ONE_BLAS = 2
+"""``backend.split_kind``'s answer for a network whose half batches run in two threads only
+while BLAS runs one thread (``fastmlp._blas_threads``)."""
+
+
+def _serial_mode(blas_one):
+    """``counters[SERIAL]`` for the next epoch: 1 while fits overlap, else 2 when this fit
+    holds BLAS at one thread (``blas_one``), else 0."""
+    if RUNNING_FITS.serial():
+        return 1
+    return 2 if blas_one else 0
+
 SERIAL_MNK = 262144
 """Multiply-adds of a product that scipy's OpenBLAS keeps on the calling thread (at most
 ``ceil(m n k / 262144) - 1`` threads: GEMM_MULTITHREAD_THRESHOLD 4 times 65536); the kernels
@@ -106,7 +119,7 @@ def _counters(est, solver):
             est._step,
             est._rrelu_seed,
             BY_OUT_ACTIVATION[net.out_activation].code,
-            0,  # SERIAL, set per epoch by RUNNING_FITS.serial()
+            0,  # SERIAL, set per epoch by _serial_mode
         ],
         dtype=np.int64,
     )
@@ -205,8 +218,11 @@ def fit_stochastic(est, backend, X, Y, sample_weight, incremental):
     counters = _counters(est, est.solver)
     last_good = theta.copy()
     at_start = theta.copy()
+    split_kind = getattr(backend, "split_kind", None)
+    one_blas = split_kind is not None and split_kind(
+        net.layout, net.act_params, batch_size) == SPLIT_ONE_BLAS
     try:
-        with RUNNING_FITS:
+        with RUNNING_FITS, ONE_BLAS_THREAD.hold(one_blas) as blas_one:
             est.n_iter_ = 0
             for _ in range(est.max_iter):
                 if est.shuffle:
@@ -216,7 +232,7 @@ def fit_stochastic(est, backend, X, Y, sample_weight, incremental):
                     est._random_state.shuffle(sample_idx)
                 np.copyto(last_good, theta)
                 counters[ADAM_T] = optimizer.adam_t
-                counters[SERIAL] = RUNNING_FITS.serial()
+                counters[SERIAL] = _serial_mode(blas_one)
                 hyper = optimizer.hyper(est)
                 with np.errstate(**_QUIET):
                     loss_sum = backend.train_epoch(

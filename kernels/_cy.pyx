@@ -96,11 +96,19 @@ cdef double GELU_C = 0.044715
 cdef double SELU_LAMBDA = 1.0507009873554805
 cdef double SELU_ALPHA = 1.6732632423543772
 
-# Batches of at least this many rows of a network whose products all stay on one thread
-# at half the batch (:func:`split_ok`) are computed as two halves, in two OpenMP threads
-# when the fit runs alone; smaller ones whole.
+# Batches of at least SPLIT_MIN_ROWS rows of a network whose half-batch products are at
+# most SPLIT_MAX_MNK multiply-adds each (:func:`split_kind`) are computed as two halves, in
+# two OpenMP threads when the fit runs alone; smaller ones whole. SPLIT_SERIAL: every
+# product of a half stays on its BLAS thread by itself (or as row blocks, gemm_serial);
+# SPLIT_ONE_BLAS: some do not, so the halves run in threads only while Python holds BLAS at
+# one thread (counters[SERIAL] == 2). Larger products gain nothing from the halves (W4: the
+# same time), and summing the halves' gradients is one more pass over the weights.
 cdef enum:
     SPLIT_MIN_ROWS = 64
+    SPLIT_MAX_MNK = 8388608     # 2**23
+    SPLIT_NONE = 0
+    SPLIT_SERIAL = 1
+    SPLIT_ONE_BLAS = 2
 
 # Elements per block of the fused optimizer loop: ||W||^2 is summed over a block while
 # it is in L1, then the block is updated (one pass over memory, and the update loop stays
@@ -981,28 +989,32 @@ cdef double finish_grad(const floating* theta, floating* grad, Py_ssize_t n,
 
 
 # ======================================================================== whole calls
-cdef bint split_ok(const Net* net, Py_ssize_t bs) noexcept nogil:
-    """Whether batches of ``bs`` rows are computed as two halves (see ``_train_epoch``).
-
-    Every product of a half batch (forward ``Z = A W``, weight gradient ``A^T delta``,
-    back-propagated ``delta W^T``) must stay on its thread (:func:`stays_serial`), so the
-    two halves never call a multithreaded BLAS; RReLU layers are excluded (their random
-    slopes are indexed by the row of the whole batch).
+cdef int split_kind(const Net* net, Py_ssize_t bs) noexcept nogil:
+    """How batches of ``bs`` rows are computed (see ``_train_epoch``): whole
+    (``SPLIT_NONE``), or as two halves whose products all stay on their thread by
+    themselves (``SPLIT_SERIAL``: forward ``Z = A W``, weight gradient ``A^T delta``,
+    back-propagated ``delta W^T``, each through :func:`gemm_serial`) or only while BLAS
+    runs one thread (``SPLIT_ONE_BLAS``). Halves need ``SPLIT_MIN_ROWS`` rows, products of
+    at most ``SPLIT_MAX_MNK`` multiply-adds and no RReLU layer (its random slopes are
+    indexed by the row of the whole batch).
     """
     cdef Py_ssize_t h = (bs + 1) // 2, l, fi, npre
     cdef const int64_t* row
+    cdef int kind = SPLIT_SERIAL
     if bs < SPLIT_MIN_ROWS:
-        return False
+        return SPLIT_NONE
     for l in range(net.n_layers):
         row = net.layout + l * N_COLS
         fi = row[FAN_IN]
         npre = row[N_PRE]
         if l < net.n_layers - 1 and row[ACT] == A_RRELU:
-            return False
+            return SPLIT_NONE
+        if h * fi * npre > SPLIT_MAX_MNK:   # all three products of the layer
+            return SPLIT_NONE
         if not (stays_serial(h, npre, fi) and stays_serial(fi, npre, h)
                 and stays_serial(h, fi, npre)):
-            return False
-    return True
+            kind = SPLIT_ONE_BLAS
+    return kind
 
 
 cdef inline void _gather(const floating* X, const floating* Y, const floating* sw,
@@ -1051,17 +1063,19 @@ cdef double _train_epoch(const Net* net, floating* theta, floating* grad, floati
                          const floating* X, const floating* Y, const floating* sw,
                          const int64_t* order, Py_ssize_t n_order, Py_ssize_t bs,
                          const double* hyper, int64_t* counters, floating* work,
-                         Py_ssize_t n_x, bint split, int n_threads) noexcept nogil:
+                         Py_ssize_t n_x, int split, int n_threads) noexcept nogil:
     """Every mini-batch of one epoch: forward, backward, optimizer step.
 
-    With ``split`` (:func:`split_ok`) each batch of at least ``SPLIT_MIN_ROWS`` rows is
+    With ``split`` (:func:`split_kind`) each batch of at least ``SPLIT_MIN_ROWS`` rows is
     computed as two halves, each with its own buffers in ``work`` and its own gradient
     (the second one after both halves' buffers), which are then summed; the products of
-    such a network are always run single-threaded (``gemm_serial``). The halves run in
-    ``n_threads`` OpenMP threads (2 when the fit runs alone, 1 while fits overlap): the
-    arithmetic is the same either way, so a fit gives the same numbers in a search with
-    threads as alone. Without ``split`` a batch is one block whose products BLAS may
-    thread (``net.serial`` keeps them on this thread while fits overlap).
+    a half are the same in every mode: ``gemm_serial``'s blocks (``SPLIT_SERIAL``) or
+    whole products (``SPLIT_ONE_BLAS``; the blocks would repack an operand each). The
+    halves run in ``n_threads`` OpenMP threads (2 when the fit runs alone, 1 while fits
+    overlap, and 1 for ``SPLIT_ONE_BLAS`` unless BLAS runs one thread): the arithmetic is
+    the same either way, so a fit gives the same numbers in a search with threads as alone.
+    Without ``split`` a batch is one block whose products BLAS may thread (``net.serial``
+    keeps them on this thread while fits overlap).
     """
     cdef Py_ssize_t start, rows, i, n = net.n_params
     cdef Py_ssize_t h = (bs + 1) // 2
@@ -1078,7 +1092,9 @@ cdef double _train_epoch(const Net* net, floating* theta, floating* grad, floati
     cdef int w
     cdef uint64_t seed = <uint64_t>counters[C_SEED], k_batch
     cdef Net net_h = net[0]
-    net_h.serial = True
+    # SPLIT_SERIAL halves always run their products as gemm_serial's blocks; those of
+    # SPLIT_ONE_BLAS halves whole (BLAS runs one thread when the halves run in threads)
+    net_h.serial = split == SPLIT_SERIAL
     if split:
         net = &net_h
         memset(grad1, 0, n * sizeof(floating))
@@ -1302,11 +1318,18 @@ def workspace_size(layout, n_rows):
 
 
 def split_batches(layout, act_params, Py_ssize_t batch_size):
-    """Whether ``train_epoch`` computes batches of ``batch_size`` rows of this network as
-    two halves (see ``_train_epoch``)."""
+    """How ``train_epoch`` computes batches of ``batch_size`` rows of this network.
+
+    Returns
+    -------
+    int
+        0: whole batches; 1: two halves, in two threads when the fit runs alone; 2: two
+        halves, in two threads only when ``counters[SERIAL]`` is 2 (BLAS held at one
+        thread by the caller), else one after the other. See ``_train_epoch``.
+    """
     cdef Net net
     _parse_net(layout, act_params, &net)
-    return bool(split_ok(&net, batch_size))
+    return split_kind(&net, batch_size)
 
 
 def train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sample_weight, order,
@@ -1336,8 +1359,11 @@ def train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sample_weight,
     hyper : ndarray of shape (6,), float64
         ``[LR, MOMENTUM, BETA_1, BETA_2, EPSILON, ALPHA]``.
     counters : ndarray of shape (7,), int64
-        ``[SOLVER, NESTEROV, ADAM_T, STEP, SEED, LOSS]``; ``ADAM_T`` and ``STEP`` are
-        updated in place.
+        ``[SOLVER, NESTEROV, ADAM_T, STEP, SEED, LOSS, SERIAL]``; ``ADAM_T`` and ``STEP``
+        are updated in place. ``SERIAL``: 0 the fit runs alone, 1 fits overlap in threads
+        (every product on this thread, halves one after the other), 2 the fit runs alone
+        and the caller holds BLAS at one thread (halves of every split network in two
+        threads; see :func:`split_batches`).
     work : ndarray of shape (>= workspace_size(layout, min(batch_size, n_order)),), dtype D
 
     Returns
@@ -1373,7 +1399,8 @@ def train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sample_weight,
     if pc[C_SOLVER] not in (0, 1):
         raise ValueError(f"counters[SOLVER] must be 0 (sgd) or 1 (adam), got {pc[C_SOLVER]}")
     _check_loss(&net, pc[C_LOSS])
-    net.serial = pc[C_SERIAL] != 0
+    _check_serial(pc[C_SERIAL])
+    net.serial = pc[C_SERIAL] == 1
     for i in range(n_order):
         if po[i] < 0 or po[i] >= n:
             raise ValueError(f"order[{i}] = {po[i]} is not a row of X ({n} rows)")
@@ -1382,10 +1409,13 @@ def train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sample_weight,
     batch_size = min(batch_size, n_order)
     _check_work(wk, &net, batch_size)
     cdef void* p_sw = NULL if sw is None else cnp.PyArray_DATA(sw)
-    cdef bint split = split_ok(&net, batch_size)
+    cdef int split = split_kind(&net, batch_size)
     # two threads for the halves when the fit runs alone and OpenMP may use two (it
-    # follows OMP_NUM_THREADS and threadpoolctl's limits)
-    cdef int n_threads = 1 if net.serial else max(1, min(2, openmp.omp_get_max_threads()))
+    # follows OMP_NUM_THREADS and threadpoolctl's limits), and, for halves whose products
+    # BLAS would thread, BLAS runs one thread (two callers of a 2-thread GEMM contend)
+    cdef int n_threads = max(1, min(2, openmp.omp_get_max_threads()))
+    if net.serial or (split == SPLIT_ONE_BLAS and pc[C_SERIAL] != 2):
+        n_threads = 1
     with nogil:
         if tn == cnp.NPY_DOUBLE:
             loss = _train_epoch(&net, <double*>cnp.PyArray_DATA(th),
@@ -1424,6 +1454,13 @@ cdef int _check_sizes(const Net* net, cnp.ndarray th, cnp.ndarray gr, cnp.ndarra
         raise ValueError(f"Y must have shape ({n}, {n_out}), got {np.shape(y)}")
     if sw is not None and cnp.PyArray_DIM(sw, 0) != n:
         raise ValueError(f"sample_weight must have {n} entries")
+    return 0
+
+
+cdef int _check_serial(int64_t serial) except -1:
+    if not (0 <= serial <= 2):
+        raise ValueError(f"counters[SERIAL] = {serial} is not a mode: 0 (the fit runs "
+                         "alone), 1 (fits overlap) or 2 (alone, BLAS held at one thread)")
     return 0
 
 
@@ -1481,7 +1518,8 @@ def loss_grad(theta, grad, layout, act_params, X, Y, sample_weight, double alpha
     if cnp.PyArray_DIM(co, 0) != N_COUNTERS:
         raise ValueError(f"counters must have {N_COUNTERS} entries")
     cdef const int64_t* pc = <const int64_t*>cnp.PyArray_DATA(co)
-    net.serial = pc[C_SERIAL] != 0
+    _check_serial(pc[C_SERIAL])
+    net.serial = pc[C_SERIAL] == 1
     _check_loss(&net, pc[C_LOSS])
     if n == 0:
         raise ValueError("loss_grad needs at least one sample")

@@ -107,9 +107,19 @@ SERIAL_MIN_ROWS = 16
 (smaller blocks cost more in repeated packing than the threads would)."""
 
 SPLIT_MIN_ROWS = 64
-"""Batches of at least this many rows of a network whose products all stay on one thread at
-half the batch (:func:`split_ok`) are computed as two halves (two threads when the fit runs
-alone: :func:`train_epoch_parallel_kernel`); smaller ones whole."""
+"""Batches of at least this many rows of a network whose half-batch products are at most
+:data:`SPLIT_MAX_MNK` multiply-adds (:func:`split_ok`) are computed as two halves (two threads
+when the fit runs alone: :func:`train_epoch_parallel_kernel`); smaller ones whole."""
+
+SPLIT_MAX_MNK = 2**23
+"""Largest product of a half batch (multiply-adds) for which a batch is split: larger
+products gain nothing from the halves (W4: the same time), and summing the halves' gradients
+is one more pass over the weights."""
+
+SPLIT_NONE, SPLIT_SERIAL, SPLIT_ONE_BLAS = 0, 1, 2
+"""What :func:`split_ok` returns: whole batches; halves whose products all stay on their
+thread by themselves (or as row blocks); halves whose products BLAS would thread, run in two
+threads only while the caller holds BLAS at one thread (``counters[SERIAL] == 2``)."""
 
 SELU_LAMBDA = 1.0507009873554805
 SELU_ALPHA = 1.6732632423543772
@@ -228,22 +238,28 @@ def _stays_serial(m, n, k):
     return m * n * k <= SERIAL_MNK or n * k * SERIAL_MIN_ROWS <= SERIAL_MNK
 
 
-@njit([boolean(_I2RO, int64)], **_F)
+@njit([int64(_I2RO, int64)], **_F)
 def split_ok(layout, batch_size):
-    """Whether batches of ``batch_size`` rows are computed as two halves: every product of
-    a half batch stays on its thread (forward ``A W``, gradient ``A^T delta``, ``delta W^T``)
-    and no hidden layer is RReLU (its slopes are indexed by the row of the whole batch)."""
+    """How batches of ``batch_size`` rows are computed: ``SPLIT_NONE`` (whole),
+    ``SPLIT_SERIAL`` (two halves whose products, forward ``A W``, gradient ``A^T delta`` and
+    ``delta W^T``, all stay on their thread) or ``SPLIT_ONE_BLAS`` (two halves whose products
+    stay on their thread only while BLAS runs one thread). Halves need ``SPLIT_MIN_ROWS``
+    rows, products of at most ``SPLIT_MAX_MNK`` multiply-adds and no RReLU hidden layer (its
+    slopes are indexed by the row of the whole batch)."""
     if batch_size < SPLIT_MIN_ROWS:
-        return False
+        return SPLIT_NONE
     h = (batch_size + 1) // 2
+    kind = SPLIT_SERIAL
     for l in range(layout.shape[0]):
         fi, npre = layout[l, FAN_IN], layout[l, N_PRE]
         if l < layout.shape[0] - 1 and layout[l, ACT] == RRELU:
-            return False
+            return SPLIT_NONE
+        if h * fi * npre > SPLIT_MAX_MNK:  # all three products of the layer
+            return SPLIT_NONE
         if not (_stays_serial(h, npre, fi) and _stays_serial(fi, npre, h)
                 and _stays_serial(h, fi, npre)):
-            return False
-    return True
+            kind = SPLIT_ONE_BLAS
+    return kind
 
 
 @njit([int64(_I2RO, int64)], **_F)
@@ -1244,7 +1260,9 @@ def _train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sw, has_sw, o
     D is float32 or float64 (the same for every D array). When :func:`split_ok`, each batch
     of at least ``SPLIT_MIN_ROWS`` rows is computed as two halves, each with its own plan in
     ``work`` and its own gradient (the second after both halves), then summed; the products
-    of such a network always run as single-threaded blocks. This function is compiled twice:
+    of a half always run as single-threaded blocks (``SPLIT_SERIAL``) or always whole
+    (``SPLIT_ONE_BLAS``, in two threads only while the caller holds BLAS at one thread:
+    ``counters[SERIAL] == 2``). This function is compiled twice:
     :func:`train_epoch_kernel` runs the halves one after the other,
     :func:`train_epoch_parallel_kernel` (``parallel=True``) in two threads. The arithmetic is
     the same, so a fit gives the same numbers whichever runs it.
@@ -1257,6 +1275,9 @@ def _train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sw, has_sw, o
         raise ValueError("grad and opt_state must have the length of theta")
     if opt_state.shape[0] < 2 or hyper.shape[0] < 6 or counters.shape[0] != N_COUNTERS:
         raise ValueError("opt_state needs 2 rows, hyper 6 entries and counters 7")
+    if counters[SERIAL] < 0 or counters[SERIAL] > 2:
+        raise ValueError("counters[SERIAL] must be 0 (the fit runs alone), 1 (fits "
+                         "overlap) or 2 (alone, BLAS held at one thread)")
     if Y.shape[0] != X.shape[0] or (has_sw and sw.shape[0] != X.shape[0]):
         raise ValueError("X, Y and sample_weight must have the same number of rows")
     for i in range(n):
@@ -1270,8 +1291,11 @@ def _train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sw, has_sw, o
     seed = counters[SEED]
     alpha = hyper[ALPHA]
     use_order = _unlit(True)
-    split = split_ok(layout, batch_size)
-    serial = split or counters[SERIAL] != 0
+    kind = split_ok(layout, batch_size)
+    split = kind != SPLIT_NONE
+    # the halves' products: always the single-threaded blocks (SPLIT_SERIAL) or always whole
+    # (SPLIT_ONE_BLAS), so every mode gives the same numbers
+    serial = kind == SPLIT_SERIAL or (kind == SPLIT_NONE and counters[SERIAL] == 1)
     # the halves' plans and the second gradient (once per call, not per batch)
     offs_h = np.empty((L + 1, 3), np.int64)
     size_h = plan(layout, (batch_size + 1) // 2, offs_h)
@@ -1355,6 +1379,9 @@ def loss_grad_kernel(theta, grad, layout, act_params, X, Y, sw, has_sw, alpha, c
                      work.shape[0], n)
     if grad.shape[0] != theta.shape[0] or counters.shape[0] != N_COUNTERS:
         raise ValueError("grad must have the length of theta, counters 7 entries")
+    if counters[SERIAL] < 0 or counters[SERIAL] > 2:
+        raise ValueError("counters[SERIAL] must be 0 (the fit runs alone), 1 (fits "
+                         "overlap) or 2 (alone, BLAS held at one thread)")
     if Y.shape[0] != n or (has_sw and sw.shape[0] != n):
         raise ValueError("X, Y and sample_weight must have the same number of rows")
     eps, top = _dtype_consts(theta)
@@ -1363,7 +1390,7 @@ def loss_grad_kernel(theta, grad, layout, act_params, X, Y, sw, has_sw, alpha, c
     loss_code = counters[LOSS]
     total, S = _batch_part(theta, grad, layout, act_params, X, Y, no_order, start, n,
                            use_order, sw, has_sw, loss_code, counters[SEED], counters[STEP],
-                           work, offs, eps, top, counters[SERIAL] != 0)
+                           work, offs, eps, top, counters[SERIAL] == 1)
     n_coef = layout[0, INTER_OFF]
     t = theta.dtype.type
     a, s = t(alpha), t(S)

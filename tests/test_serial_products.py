@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from fastmlp import MLPClassifier, MLPRegressor, _training
+from fastmlp._blas_threads import ONE_BLAS_THREAD
 from fastmlp._network import Network
 from fastmlp.backends import get_backend
 from fastmlp.kernels import _cy
@@ -258,6 +259,8 @@ def _split_cases():
         ((64,), ["tanh"], "softmax", 3, 201, 450, True),                # odd halves
         ((32, 16), ["prelu", "maxout"], "logistic", 2, 128, 300, True),  # slopes, routing
         ((48,), ["elu"], "exp", 1, 96, 250, False),                     # poisson
+        # SPLIT_ONE_BLAS: a half's 100 x 128 x 256 product is one BLAS would thread
+        ((256, 128), ["relu", "gelu"], "softmax", 3, 200, 450, True),
     ]
 
 
@@ -294,7 +297,7 @@ def _run_epochs(backend, net, theta, X, Y, sw, loss_code, bs, serial=0, epochs=2
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", range(4))
+@pytest.mark.parametrize("case", range(5))
 @pytest.mark.parametrize("name", ["cython", "numba"])
 def test_split_batches_agree_with_reference(name, case, dtype):
     net, theta, X, Y, sw, loss_code, bs = _split_problem(_split_cases()[case], dtype)
@@ -308,30 +311,52 @@ def test_split_batches_agree_with_reference(name, case, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", range(4))
+@pytest.mark.parametrize("case", range(5))
 def test_split_batches_give_the_same_numbers_in_every_mode(case, dtype):
-    # two threads or one, a fit alone or beside others: the same arithmetic, bit for bit
+    # two threads or one, a fit alone or beside others: the same arithmetic, bit for bit.
+    # A SPLIT_ONE_BLAS network's fits hold BLAS at one thread in every mode (overlapping
+    # fits share the hold), so its runs here do too; a multithreaded GEMM rounds a few
+    # entries differently (checked to a tolerance below)
+    net, theta, X, Y, sw, loss_code, bs = _split_problem(_split_cases()[case], dtype)
+    one_blas = _cy.split_batches(net.layout, net.act_params, bs) == 2
+    assert one_blas == (case == 4)
+    with ONE_BLAS_THREAD.hold(one_blas):
+        base, runs, nb_base, nb_runs = _runs_in_every_mode(
+            net, theta, X, Y, sw, loss_code, bs, dtype)
+    for expected, others in [(base, runs), (nb_base, nb_runs)]:
+        for other in others:
+            for a, b in zip(expected, other):
+                np.testing.assert_array_equal(a, b, strict=True)
+    if one_blas:  # BLAS not held (threadpoolctl could not): rounding only
+        for name, expected in [("cython", base), ("numba", nb_base)]:
+            got = _run_epochs(get_backend(name), net, theta, X, Y, sw, loss_code, bs)
+            for g, w in zip(got, expected):
+                close(g, w, RTOL[dtype])
+
+
+def _runs_in_every_mode(net, theta, X, Y, sw, loss_code, bs, dtype):
     from threadpoolctl import threadpool_limits
 
-    net, theta, X, Y, sw, loss_code, bs = _split_problem(_split_cases()[case], dtype)
     cy = get_backend("cython")
+    nb = get_backend("numba")
     base = _run_epochs(cy, net, theta, X, Y, sw, loss_code, bs)
     runs = [_run_epochs(cy, net, theta, X, Y, sw, loss_code, bs, serial=1)]
     with threadpool_limits(1, user_api="openmp"):
         runs.append(_run_epochs(cy, net, theta, X, Y, sw, loss_code, bs))
-    nb = get_backend("numba")
     nb_base = _run_epochs(nb, net, theta, X, Y, sw, loss_code, bs)
     nb_runs = [_run_epochs(nb, net, theta, X, Y, sw, loss_code, bs, serial=1)]
+    with ONE_BLAS_THREAD.hold(True) as limited:
+        assert limited
+        # the mode a lone fit of a SPLIT_ONE_BLAS network runs in: halves in threads
+        runs.append(_run_epochs(cy, net, theta, X, Y, sw, loss_code, bs, serial=2))
+        nb_runs.append(_run_epochs(nb, net, theta, X, Y, sw, loss_code, bs, serial=2))
     sw_k = np.empty(0, dtype) if sw is None else sw
     for kernel in (nk.train_epoch_kernel, nk.train_epoch_parallel_kernel):
         def call(th, g, st, layout, ap, X_, Y_, _sw, order, bs_, hy, co, wk, kernel=kernel):
             return kernel(th, g, st, layout, ap, X_, Y_, sw_k, sw is not None, order, bs_,
                           hy, co, wk)
         nb_runs.append(_run_epochs(nb, net, theta, X, Y, sw, loss_code, bs, kernel=call))
-    for expected, others in [(base, runs), (nb_base, nb_runs)]:
-        for other in others:
-            for a, b in zip(expected, other):
-                np.testing.assert_array_equal(a, b, strict=True)
+    return base, runs, nb_base, nb_runs
 
 
 def test_which_networks_split():
@@ -347,7 +372,11 @@ def test_which_networks_split():
     assert split([64, 32, 10])              # the GridSearchCV benchmark's smaller net
     assert not split([64, 64, 10], bs=63)   # too few rows to halve
     assert split([64, 64, 10], bs=64)
-    assert not split([100, 256, 128, 10])   # W3: half-batch products BLAS may thread
+    assert split([20, 64, 64, 1]) == 1      # their products stay on one thread by themselves
+    # W3: half-batch products BLAS would thread: halves in threads only with BLAS at 1 thread
+    assert split([100, 256, 128, 10]) == 2
+    assert split([100, 256, 128, 10], bs=63) == 0
+    assert not split([100, 512, 256, 10])   # a half's 100 x 512 x 256 > SPLIT_MAX_MNK
     assert not split([784, 1024, 1024, 10], bs=256)   # W4
     assert not split([64, 64, 10], ["rrelu"])  # RReLU's slopes follow the whole batch
 

@@ -19,7 +19,8 @@ import scipy.sparse as sp
 
 from ..kernels import _cy as _baseline
 
-__all__ = ["name", "variant", "workspace_size", "train_epoch", "loss_grad", "forward"]
+__all__ = ["name", "variant", "workspace_size", "split_kind", "train_epoch", "loss_grad",
+           "forward"]
 
 name = "cython"
 
@@ -40,6 +41,7 @@ def _select():
 _cy, variant = _select()
 
 workspace_size = _cy.workspace_size
+split_kind = _cy.split_batches
 
 
 def train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sample_weight, order,

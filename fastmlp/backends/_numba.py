@@ -163,9 +163,13 @@ def train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sample_weight,
     args = (theta, grad, opt_state, layout, act_params, X, Y, sw, has_sw, order,
             int(batch_size), hyper, counters, work)
     threads = numba.get_num_threads()
-    if counters[_nb.SERIAL] == 0 and threads > 1 and _split_ok(layout, int(batch_size)):
-        # the fit runs alone: the halves of each batch in two threads (the same numbers);
-        # the thread count is thread-local in Numba, so this touches no other thread
+    kind = _split_kind(layout, int(batch_size))
+    mode = counters[_nb.SERIAL]
+    if threads > 1 and ((kind == _nb.SPLIT_SERIAL and mode != 1)
+                        or (kind == _nb.SPLIT_ONE_BLAS and mode == 2)):
+        # the fit runs alone (and, for halves whose products BLAS would thread, BLAS runs
+        # one thread): the halves of each batch in two threads (the same numbers); the
+        # thread count is thread-local in Numba, so this touches no other thread
         numba.set_num_threads(2)
         try:
             return float(_call(_nb.train_epoch_parallel_kernel, args, _TRAIN_WRITTEN,
@@ -175,11 +179,18 @@ def train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sample_weight,
     return float(_call(_nb.train_epoch_kernel, args, _TRAIN_WRITTEN, _TRAIN_READ))
 
 
-def _split_ok(layout, batch_size):
+def _split_kind(layout, batch_size):
     try:
         return _nb.split_ok(layout, batch_size)
     except TypeError:  # a layout of another type: the kernel's slow path reports it
-        return False
+        return _nb.SPLIT_NONE
+
+
+def split_kind(layout, act_params, batch_size):
+    """How ``train_epoch`` computes batches of ``batch_size`` rows: 0 whole, 1 two halves
+    (in two threads when the fit runs alone), 2 two halves in two threads only while BLAS
+    runs one thread (``counters[SERIAL] == 2``). See ``docs/kernel_contract.md``."""
+    return int(_nb.split_ok(np.ascontiguousarray(layout, dtype=np.int64), int(batch_size)))
 
 
 def loss_grad(theta, grad, layout, act_params, X, Y, sample_weight, alpha, counters, work):
