@@ -101,11 +101,12 @@ cdef double SELU_ALPHA = 1.6732632423543772
 # two OpenMP threads when the fit runs alone; smaller ones whole. SPLIT_SERIAL: every
 # product of a half stays on its BLAS thread by itself (or as row blocks, gemm_serial);
 # SPLIT_ONE_BLAS: some do not, so the halves run in threads only while Python holds BLAS at
-# one thread (counters[SERIAL] == 2). Larger products gain nothing from the halves (W4: the
-# same time), and summing the halves' gradients is one more pass over the weights.
+# one thread (counters[SERIAL] == 2). The gain shrinks as products grow (Cython, 200-row
+# batches of 100 features: 256-128 15-30 %, 512-256 15 % (13.1 M), 512-512 5 % (26.2 M),
+# W4 none), and summing the halves' gradients is one more pass over the weights.
 cdef enum:
     SPLIT_MIN_ROWS = 64
-    SPLIT_MAX_MNK = 8388608     # 2**23
+    SPLIT_MAX_MNK = 16777216    # 2**24
     SPLIT_NONE = 0
     SPLIT_SERIAL = 1
     SPLIT_ONE_BLAS = 2

@@ -376,7 +376,8 @@ def test_which_networks_split():
     # W3: half-batch products BLAS would thread: halves in threads only with BLAS at 1 thread
     assert split([100, 256, 128, 10]) == 2
     assert split([100, 256, 128, 10], bs=63) == 0
-    assert not split([100, 512, 256, 10])   # a half's 100 x 512 x 256 > SPLIT_MAX_MNK
+    assert split([100, 512, 256, 10]) == 2  # a half's 100 x 512 x 256 <= SPLIT_MAX_MNK
+    assert not split([100, 512, 512, 10])   # 100 x 512 x 512 > SPLIT_MAX_MNK
     assert not split([784, 1024, 1024, 10], bs=256)   # W4
     assert not split([64, 64, 10], ["rrelu"])  # RReLU's slopes follow the whole batch
 
