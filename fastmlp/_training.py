@@ -92,6 +92,7 @@ def _serial_mode(blas_one):
         return 1
     return 2 if blas_one else 0
 
+
 SERIAL_MNK = 262144
 """Multiply-adds of a product that scipy's OpenBLAS keeps on the calling thread (at most
 ``ceil(m n k / 262144) - 1`` threads: GEMM_MULTITHREAD_THRESHOLD 4 times 65536); the kernels
