@@ -383,15 +383,19 @@ def test_which_networks_split():
 
 
 @pytest.mark.parametrize("name", ["cython", "numba"])
-def test_split_fits_in_threads_equal_sequential_fits(name):
+@pytest.mark.parametrize("hidden, kind", [((64,), 1), ((256, 128), 2)])
+def test_split_fits_in_threads_equal_sequential_fits(name, hidden, kind):
     # a search on threads gives the very models a loop gives (split batches always run the
-    # same arithmetic; only whether the halves run in parallel changes)
+    # same arithmetic; only whether the halves run in parallel changes; kind 2: the fits
+    # share the hold of BLAS at one thread)
     rng = np.random.default_rng(0)
     X = rng.normal(size=(500, 30))
     y = (X[:, :3].sum(axis=1) > 0).astype(int) + (X[:, 3] > 1)
+    net = Network([30, *hidden, 3], ["relu"] * len(hidden), [{}] * len(hidden), "softmax")
+    assert get_backend(name).split_kind(net.layout, net.act_params, 200) == kind
 
     def fit(seed):
-        est = MLPClassifier(hidden_layer_sizes=(64,), max_iter=4, random_state=seed,
+        est = MLPClassifier(hidden_layer_sizes=hidden, max_iter=4, random_state=seed,
                             backend=name, batch_size=200)
         est.fit(X, y)
         return est._theta.copy()
