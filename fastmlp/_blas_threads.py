@@ -19,6 +19,7 @@ that control under this module's lock and give it up at once.
 
 import os
 import threading
+import warnings
 
 __all__ = ["ONE_BLAS_THREAD"]
 
@@ -28,8 +29,9 @@ class _OneBlasThread:
 
     ``with ONE_BLAS_THREAD.hold(wanted) as limited:`` sets the limit when ``wanted`` (and
     nothing when not), and ``limited`` says whether every BLAS library of the process now
-    runs one thread (False when threadpoolctl finds none, or one refuses: the kernels then
-    keep the halves of a batch on one thread, see ``counters[SERIAL]``).
+    runs one thread (False when threadpoolctl finds none, one refuses, or threadpoolctl
+    raises, which is warned once: the kernels then run the halves of a batch one after the
+    other, see ``counters[SERIAL]``).
     """
 
     def __init__(self):
@@ -38,6 +40,7 @@ class _OneBlasThread:
         self._limited = False
         self._limiter = None
         self._controller = None
+        self._warned = False
 
     def _blas(self):
         # created on first use, once the kernels have loaded scipy's BLAS (building a
@@ -51,15 +54,29 @@ class _OneBlasThread:
     def _acquire(self):
         with self._lock:
             if self._count == 0:
-                blas = self._blas()
-                if blas.lib_controllers:
-                    with _in_control():
-                        self._limiter = blas.limit(limits=1)
-                    self._limited = all(lib.num_threads == 1 for lib in blas.lib_controllers)
-                else:
+                try:
+                    blas = self._blas()
+                    if blas.lib_controllers:
+                        with _in_control():
+                            self._limiter = blas.limit(limits=1)
+                        self._limited = all(lib.num_threads == 1
+                                            for lib in blas.lib_controllers)
+                    else:
+                        self._limiter, self._limited = None, False
+                except Exception as exc:  # a performance hold must not fail a fit
                     self._limiter, self._limited = None, False
+                    self._warn(exc)
             self._count += 1
             return self._limited
+
+    def _warn(self, exc):
+        if not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"fastmlp could not limit the BLAS threads with threadpoolctl ({exc!r}); "
+                "mini-batches of mid-size networks are split into halves that run one after "
+                "the other instead of in two threads (the same model up to rounding, slower "
+                "to train).", RuntimeWarning, stacklevel=4)
 
     def _release(self):
         with self._lock:

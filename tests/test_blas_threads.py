@@ -134,3 +134,27 @@ def test_held_fit_equals_unheld_fit_to_rounding(name, monkeypatch):
     unheld = fit()
     np.testing.assert_allclose(held.loss_curve_, unheld.loss_curve_, rtol=1e-12)
     np.testing.assert_allclose(held._theta, unheld._theta, rtol=1e-9, atol=1e-12)
+
+
+def test_a_failing_threadpoolctl_does_not_fail_the_fit(monkeypatch):
+    # the hold is a speed-up: if threadpoolctl raises, the fit runs its halves one after
+    # the other (warned once) and gives the same model up to rounding
+    import threadpoolctl
+
+    from fastmlp import _blas_threads
+
+    def broken():
+        raise OSError("no such library")
+
+    X, y = _data()
+    kwargs = dict(hidden_layer_sizes=(256, 128), max_iter=2, batch_size=200, random_state=0,
+                  backend="cython")
+    held = MLPClassifier(**kwargs).fit(X, y)
+    limiter = _blas_threads._OneBlasThread()
+    monkeypatch.setattr(_blas_threads, "ONE_BLAS_THREAD", limiter)
+    monkeypatch.setattr(_training, "ONE_BLAS_THREAD", limiter)
+    monkeypatch.setattr(threadpoolctl, "ThreadpoolController", broken)
+    with pytest.warns(RuntimeWarning, match="could not limit the BLAS threads"):
+        unheld = MLPClassifier(**kwargs).fit(X, y)
+    np.testing.assert_allclose(held.loss_curve_, unheld.loss_curve_, rtol=1e-12)
+    assert not limiter.active and limiter._count == 0
