@@ -17,6 +17,7 @@ may run in another thread than the one that limited: so the limit and the restor
 that control under this module's lock and give it up at once.
 """
 
+import contextlib
 import os
 import threading
 import warnings
@@ -86,6 +87,7 @@ class _OneBlasThread:
                     self._limiter.restore_original_limits()
                 self._limiter, self._limited = None, False
 
+    @contextlib.contextmanager
     def hold(self, wanted):
         """Context manager: the limit while the block runs, if ``wanted``.
 
@@ -93,7 +95,14 @@ class _OneBlasThread:
         halves on one thread there anyway, and the parent's lock state is not to be
         trusted).
         """
-        return _Hold(self, wanted and os.getpid() == _IMPORT_PID)
+        if not (wanted and os.getpid() == _IMPORT_PID):
+            yield False
+            return
+        limited = self._acquire()
+        try:
+            yield limited
+        finally:
+            self._release()
 
     @property
     def active(self):
@@ -101,38 +110,20 @@ class _OneBlasThread:
         return self._count > 0 and self._limited
 
 
-class _in_control:
+@contextlib.contextmanager
+def _in_control():
     """Make this thread threadpoolctl's controlling thread of OpenBLAS for the block, and
     nobody's after it (another thread's own ``threadpool_limits`` can then take it)."""
-
-    def __enter__(self):
-        _clear_control(force=True)
-
-    def __exit__(self, *exc):
-        _clear_control(force=False)
-        return False
-
-
-def _clear_control(force):
     from threadpoolctl import OpenBLASController
 
-    clear = getattr(OpenBLASController, "clear_controlling_thread", None)
-    if clear is not None:  # threadpoolctl >= 3.6
-        clear(force=force)
-
-
-class _Hold:
-    def __init__(self, owner, wanted):
-        self._owner = owner
-        self._wanted = wanted
-
-    def __enter__(self):
-        return self._owner._acquire() if self._wanted else False
-
-    def __exit__(self, *exc):
-        if self._wanted:
-            self._owner._release()
-        return False
+    clear = getattr(OpenBLASController, "clear_controlling_thread", None)  # >= 3.6
+    if clear is not None:
+        clear(force=True)
+    try:
+        yield
+    finally:
+        if clear is not None:
+            clear(force=False)
 
 
 ONE_BLAS_THREAD = _OneBlasThread()
