@@ -102,7 +102,7 @@ cdef double SELU_ALPHA = 1.6732632423543772
 # product of a half stays on its BLAS thread by itself (or as row blocks, gemm_serial);
 # SPLIT_ONE_BLAS: some do not, so the halves run in threads only while Python holds BLAS at
 # one thread (counters[SERIAL] == 2). The gain shrinks as products grow (Cython, 200-row
-# batches of 100 features: 256-128 15-30 %, 512-256 15 % (13.1 M), 512-512 5 % (26.2 M),
+# batches of 100 features: W3's 256-128 25-37 %, 512-256 15 % (13.1 M), 512-512 5 % (26.2 M),
 # W4 none), and summing the halves' gradients is one more pass over the weights.
 cdef enum:
     SPLIT_MIN_ROWS = 64

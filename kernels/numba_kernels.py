@@ -108,17 +108,17 @@ SERIAL_MIN_ROWS = 16
 
 SPLIT_MIN_ROWS = 64
 """Batches of at least this many rows of a network whose half-batch products are at most
-:data:`SPLIT_MAX_MNK` multiply-adds (:func:`split_ok`) are computed as two halves (two threads
+:data:`SPLIT_MAX_MNK` multiply-adds (:func:`split_kind`) are computed as two halves (two threads
 when the fit runs alone: :func:`train_epoch_parallel_kernel`); smaller ones whole."""
 
 SPLIT_MAX_MNK = 2**24
 """Largest product of a half batch (multiply-adds) for which a batch is split. The gain
-shrinks as products grow (measured with 200-row batches of 100 features: hidden (256, 128)
-15-30 %, (512, 256) 15 % at 13.1 M, (512, 512) 5 % at 26.2 M, W4's 134 M none), and summing
-the halves' gradients is one more pass over the weights."""
+shrinks as products grow (200-row batches of 100 features: hidden (256, 128), W3, 25-37 % in
+the published runs; (512, 256) 15 % at 13.1 M; (512, 512) 5 % at 26.2 M; W4's 134 M none),
+and summing the halves' gradients is one more pass over the weights."""
 
 SPLIT_NONE, SPLIT_SERIAL, SPLIT_ONE_BLAS = 0, 1, 2
-"""What :func:`split_ok` returns: whole batches; halves whose products all stay on their
+"""What :func:`split_kind` returns: whole batches; halves whose products all stay on their
 thread by themselves (or as row blocks); halves whose products BLAS would thread, run in two
 threads only while the caller holds BLAS at one thread (``counters[SERIAL] == 2``)."""
 
@@ -240,7 +240,7 @@ def _stays_serial(m, n, k):
 
 
 @njit([int64(_I2RO, int64)], **_F)
-def split_ok(layout, batch_size):
+def split_kind(layout, batch_size):
     """How batches of ``batch_size`` rows are computed: ``SPLIT_NONE`` (whole),
     ``SPLIT_SERIAL`` (two halves whose products, forward ``A W``, gradient ``A^T delta`` and
     ``delta W^T``, all stay on their thread) or ``SPLIT_ONE_BLAS`` (two halves whose products
@@ -1258,12 +1258,13 @@ def _train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sw, has_sw, o
     float
         Sum over batches of the batch loss (L2 term included) times the batch's rows.
 
-    D is float32 or float64 (the same for every D array). When :func:`split_ok`, each batch
-    of at least ``SPLIT_MIN_ROWS`` rows is computed as two halves, each with its own plan in
-    ``work`` and its own gradient (the second after both halves), then summed; the products
-    of a half always run as single-threaded blocks (``SPLIT_SERIAL``) or always whole
-    (``SPLIT_ONE_BLAS``, in two threads only while the caller holds BLAS at one thread:
-    ``counters[SERIAL] == 2``). This function is compiled twice:
+    D is float32 or float64 (the same for every D array). Unless :func:`split_kind`
+    says ``SPLIT_NONE``, each batch of at least ``SPLIT_MIN_ROWS`` rows is computed as two
+    halves, each with its own plan in ``work`` and its own gradient (the second after both
+    halves), then summed; the products of a half always run as single-threaded blocks
+    (``SPLIT_SERIAL``) or always whole (``SPLIT_ONE_BLAS``, in two threads only while the
+    caller holds BLAS at one thread: ``counters[SERIAL] == 2``). This function is compiled
+    twice:
     :func:`train_epoch_kernel` runs the halves one after the other,
     :func:`train_epoch_parallel_kernel` (``parallel=True``) in two threads. The arithmetic is
     the same, so a fit gives the same numbers whichever runs it.
@@ -1292,7 +1293,7 @@ def _train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sw, has_sw, o
     seed = counters[SEED]
     alpha = hyper[ALPHA]
     use_order = _unlit(True)
-    kind = split_ok(layout, batch_size)
+    kind = split_kind(layout, batch_size)
     split = kind != SPLIT_NONE
     # the halves' products: always the single-threaded blocks (SPLIT_SERIAL) or always whole
     # (SPLIT_ONE_BLAS), so every mode gives the same numbers
@@ -1347,7 +1348,8 @@ def _renamed(func, name):
 train_epoch_parallel_kernel = njit(_sigs(_train_sig), **_F, parallel=True)(
     _renamed(_train_epoch, "_train_epoch_parallel"))
 """The epoch with the halves of a split batch in two threads (``parallel=True``); the
-backend calls it only when :func:`split_ok` and no other fit runs in the process, with
+backend calls it only for a split network (:func:`split_kind`; ``SPLIT_ONE_BLAS`` only with
+``counters[SERIAL] == 2``) when no other fit runs in the process, with
 Numba's thread count for the calling thread set to at most 2."""
 
 

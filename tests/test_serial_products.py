@@ -302,7 +302,7 @@ def _run_epochs(backend, net, theta, X, Y, sw, loss_code, bs, serial=0, epochs=2
 def test_split_batches_agree_with_reference(name, case, dtype):
     net, theta, X, Y, sw, loss_code, bs = _split_problem(_split_cases()[case], dtype)
     assert _cy.split_batches(net.layout, net.act_params, bs)
-    assert nk.split_ok(net.layout, bs)
+    assert nk.split_kind(net.layout, bs)
     want = _run_epochs(get_backend("numpy"), net, theta, X, Y, sw, loss_code, bs)
     got = _run_epochs(get_backend(name), net, theta, X, Y, sw, loss_code, bs)
     rtol = {np.float64: 1e-10, np.float32: 1e-4}[dtype]
@@ -364,15 +364,14 @@ def test_which_networks_split():
         acts = acts or ["relu"] * (len(sizes) - 2)
         net = Network(sizes, acts, [{} for _ in acts], "softmax")
         a = _cy.split_batches(net.layout, net.act_params, bs)
-        assert a == nk.split_ok(net.layout, bs)  # both backends decide alike
+        assert a == nk.split_kind(net.layout, bs)  # both backends decide alike
         return a
 
-    assert split([20, 64, 64, 1])           # W6
+    assert split([20, 64, 64, 1]) == 1      # W6: products stay on one thread by themselves
     assert split([64, 64, 10])              # W1
     assert split([64, 32, 10])              # the GridSearchCV benchmark's smaller net
     assert not split([64, 64, 10], bs=63)   # too few rows to halve
     assert split([64, 64, 10], bs=64)
-    assert split([20, 64, 64, 1]) == 1      # their products stay on one thread by themselves
     # W3: half-batch products BLAS would thread: halves in threads only with BLAS at 1 thread
     assert split([100, 256, 128, 10]) == 2
     assert split([100, 256, 128, 10], bs=63) == 0

@@ -181,7 +181,7 @@ def train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sample_weight,
 
 def _split_kind(layout, batch_size):
     try:
-        return _nb.split_ok(layout, batch_size)
+        return _nb.split_kind(layout, batch_size)
     except TypeError:  # a layout of another type: the kernel's slow path reports it
         return _nb.SPLIT_NONE
 
@@ -190,7 +190,7 @@ def split_kind(layout, act_params, batch_size):
     """How ``train_epoch`` computes batches of ``batch_size`` rows: 0 whole, 1 two halves
     (in two threads when the fit runs alone), 2 two halves in two threads only while BLAS
     runs one thread (``counters[SERIAL] == 2``). See ``docs/kernel_contract.md``."""
-    return int(_nb.split_ok(np.ascontiguousarray(layout, dtype=np.int64), int(batch_size)))
+    return int(_nb.split_kind(np.ascontiguousarray(layout, dtype=np.int64), int(batch_size)))
 
 
 def loss_grad(theta, grad, layout, act_params, X, Y, sample_weight, alpha, counters, work):
