@@ -96,7 +96,7 @@ cdef Bufs layer_bufs(const Net* net, Py_ssize_t l, Py_ssize_t cap) noexcept nogi
 cdef void act_forward(int code, const double* p, floating* Z, floating* A, floating* F,
                       const floating* b, const floating* s, Py_ssize_t rows,
                       Py_ssize_t n_units, Py_ssize_t k, bint train,
-                      uint64_t key) noexcept nogil
+                      uint64_t key, Py_ssize_t row0) noexcept nogil
 cdef void act_backward(int code, floating* D, const floating* DA, const floating* Z,
                        const floating* A, const floating* F, const floating* s,
                        floating* gb, floating* gs, Py_ssize_t rows, Py_ssize_t n_units,
@@ -108,11 +108,13 @@ cdef double loss_delta(int loss, const floating* P, const floating* Y,
 
 cdef void forward_rows(const Net* net, const floating* theta, const floating* X0,
                        Py_ssize_t rows, Py_ssize_t cap, floating* work, bint train,
-                       uint64_t k_batch, floating* out, bint apply_output) noexcept nogil
+                       uint64_t k_batch, floating* out, bint apply_output,
+                       Py_ssize_t row0) noexcept nogil
 cdef double batch_loss_grad(const Net* net, const floating* theta, floating* grad,
                             const floating* X0, const floating* Y, const floating* sw,
                             Py_ssize_t rows, Py_ssize_t cap, uint64_t k_batch, int loss,
-                            floating* work, double* sw_sum, bint accumulate) noexcept nogil
+                            floating* work, double* sw_sum, bint accumulate,
+                            Py_ssize_t row0) noexcept nogil
 
 cdef double sgd_step(floating* theta, floating* grad, floating* vel, Py_ssize_t n,
                      Py_ssize_t n_coef, double lr, double momentum, bint nesterov,

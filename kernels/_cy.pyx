@@ -313,7 +313,7 @@ cdef Bufs layer_bufs(const Net* net, Py_ssize_t l, Py_ssize_t cap) noexcept nogi
 cdef void act_forward(int code, const double* p, floating* Z, floating* A, floating* F,
                       const floating* b, const floating* s, Py_ssize_t rows,
                       Py_ssize_t n_units, Py_ssize_t k, bint train,
-                      uint64_t key) noexcept nogil:
+                      uint64_t key, Py_ssize_t row0) noexcept nogil:
     """Add the bias to the GEMM output and apply activation ``code``, in one pass.
 
     Parameters
@@ -338,6 +338,9 @@ cdef void act_forward(int code, const double* p, floating* Z, floating* A, float
     train : bool
         RReLU draws its slopes from the counter-based generator with ``key`` (counter
         ``row * n_units + unit``) when True, and uses ``(lower + upper) / 2`` otherwise.
+    row0 : int
+        The batch row of ``Z``'s first row (``row = row0 + i``): nonzero for the second
+        half of a split batch, so that a half draws the slopes the whole batch would.
     """
     cdef Py_ssize_t i, j, q, npre = n_units * k
     cdef floating* zr
@@ -395,7 +398,7 @@ cdef void act_forward(int code, const double* p, floating* Z, floating* A, float
             for i in range(rows):
                 zr = Z + i * npre
                 fr = F + i * n_units
-                base = <uint64_t>(i * n_units)
+                base = <uint64_t>((row0 + i) * n_units)
                 for j in range(npre):
                     z = zr[j] + b[j]
                     if z >= 0:
@@ -728,8 +731,10 @@ cdef double loss_delta(int loss, const floating* P, const floating* Y,
 # ============================================================== forward and backward
 cdef void forward_rows(const Net* net, const floating* theta, const floating* X0,
                        Py_ssize_t rows, Py_ssize_t cap, floating* work, bint train,
-                       uint64_t k_batch, floating* out, bint apply_output) noexcept nogil:
-    """Forward pass over ``rows`` (<= ``cap``) contiguous rows ``X0`` (rows x FAN_IN).
+                       uint64_t k_batch, floating* out, bint apply_output,
+                       Py_ssize_t row0) noexcept nogil:
+    """Forward pass over ``rows`` (<= ``cap``) contiguous rows ``X0`` (rows x FAN_IN),
+    the batch's rows from ``row0`` on (RReLU's slopes are indexed by the batch row).
 
     In training (``out`` NULL) every layer's buffers stay in ``work`` for the backward
     pass; in prediction the output layer is written straight into ``out`` (rows x
@@ -767,7 +772,7 @@ cdef void forward_rows(const Net* net, const floating* theta, const floating* X0
             code = A_IDENTITY
         act_forward(code, net.act_params + 2 * l, Z, A, F, theta + row[INTER_OFF],
                     theta + so if so >= 0 else NULL, rows, fo, k, train,
-                    splitmix64(k_batch ^ <uint64_t>l))
+                    splitmix64(k_batch ^ <uint64_t>l), row0)
         a_prev = A
 
 
@@ -775,7 +780,7 @@ cdef double batch_loss_grad(const Net* net, const floating* theta, floating* gra
                             const floating* X0, const floating* Y, const floating* sw,
                             Py_ssize_t rows, Py_ssize_t cap, uint64_t k_batch, int loss,
                             floating* work, double* sw_sum,
-                            bint accumulate) noexcept nogil:
+                            bint accumulate, Py_ssize_t row0) noexcept nogil:
     """Forward, loss and backward for one batch.
 
     ``X0``, ``Y``, ``sw`` hold the batch's rows (contiguous; ``sw`` NULL for unit
@@ -795,7 +800,8 @@ cdef double batch_loss_grad(const Net* net, const floating* theta, floating* gra
     cdef floating* D
     cdef Bufs bf, bp
     cdef double data
-    forward_rows(net, theta, X0, rows, cap, work, True, k_batch, <floating*>NULL, True)
+    forward_rows(net, theta, X0, rows, cap, work, True, k_batch, <floating*>NULL, True,
+                 row0)
     row = net.layout + (L - 1) * N_COLS
     bf = layer_bufs(net, L - 1, cap)
     data = loss_delta(loss, work + bf.z, Y, sw, rows, row[FAN_OUT], work + bf.d,
@@ -996,8 +1002,8 @@ cdef int split_kind(const Net* net, Py_ssize_t bs) noexcept nogil:
     themselves (``SPLIT_SERIAL``: forward ``Z = A W``, weight gradient ``A^T delta``,
     back-propagated ``delta W^T``, each through :func:`gemm_serial`) or only while BLAS
     runs one thread (``SPLIT_ONE_BLAS``). Halves need ``SPLIT_MIN_ROWS`` rows, products of
-    at most ``SPLIT_MAX_MNK`` multiply-adds and no RReLU layer (its random slopes are
-    indexed by the row of the whole batch).
+    at most ``SPLIT_MAX_MNK`` multiply-adds. RReLU layers split too: a half passes its first
+    row in the batch (``row0``), so it draws the slopes the whole batch would.
     """
     cdef Py_ssize_t h = (bs + 1) // 2, l, fi, npre
     cdef const int64_t* row
@@ -1008,8 +1014,6 @@ cdef int split_kind(const Net* net, Py_ssize_t bs) noexcept nogil:
         row = net.layout + l * N_COLS
         fi = row[FAN_IN]
         npre = row[N_PRE]
-        if l < net.n_layers - 1 and row[ACT] == A_RRELU:
-            return SPLIT_NONE
         if h * fi * npre > SPLIT_MAX_MNK:   # all three products of the layer
             return SPLIT_NONE
         if not (stays_serial(h, npre, fi) and stays_serial(fi, npre, h)
@@ -1046,10 +1050,11 @@ cdef double _batch_part(const Net* net, const floating* theta, floating* grad,
                         const floating* X, const floating* Y, const floating* sw,
                         const int64_t* idx, Py_ssize_t rows, Py_ssize_t cap,
                         uint64_t k_batch, int loss, floating* work, double* sw_sum,
-                        Py_ssize_t n_x) noexcept nogil:
+                        Py_ssize_t n_x, Py_ssize_t row0) noexcept nogil:
     """Gather ``rows`` rows into ``work`` (laid out for ``cap`` rows) and run forward,
     loss and backward on them, accumulating the weight gradient into ``grad``: a whole
-    batch, or one half of a split batch (Numba's ``_batch_part`` does the same)."""
+    batch (``row0`` 0), or one half of a split batch (``row0``: the half's first row in
+    the batch). Numba's ``_batch_part`` does the same."""
     cdef Py_ssize_t fi0 = net.layout[FAN_IN]
     cdef Py_ssize_t n_out = net.layout[(net.n_layers - 1) * N_COLS + FAN_OUT]
     cdef floating* xb = work
@@ -1057,7 +1062,7 @@ cdef double _batch_part(const Net* net, const floating* theta, floating* grad,
     cdef floating* swb = yb + cap * n_out
     _gather(X, Y, sw, idx, rows, fi0, n_out, n_x, xb, yb, swb)
     return batch_loss_grad(net, theta, grad, xb, yb, swb if sw != NULL else NULL, rows, cap,
-                           k_batch, loss, work, sw_sum, True)
+                           k_batch, loss, work, sw_sum, True, row0)
 
 
 cdef double _train_epoch(const Net* net, floating* theta, floating* grad, floating* opt,
@@ -1115,14 +1120,16 @@ cdef double _train_epoch(const Net* net, floating* theta, floating* grad, floati
                 for w in prange(2, num_threads=n_threads, schedule="static", chunksize=1):
                     data_w[w] = _batch_part(net, theta, grad if w == 0 else grad1, X, Y,
                                             sw, order + first[w], count[w], h, k_batch, loss,
-                                            work + w * h * net.row_width, &S_w[w], n_x)
+                                            work + w * h * net.row_width, &S_w[w], n_x,
+                                            first[w] - start)
             else:
                 # outside any OpenMP region: GNU OpenMP's thread pool does not survive
                 # fork(), and a forked child (multiprocessing) entering one would hang
                 for w in range(2):
                     data_w[w] = _batch_part(net, theta, grad if w == 0 else grad1, X, Y,
                                             sw, order + first[w], count[w], h, k_batch, loss,
-                                            work + w * h * net.row_width, &S_w[w], n_x)
+                                            work + w * h * net.row_width, &S_w[w], n_x,
+                                            first[w] - start)
             S = S_w[0] + S_w[1]
             # each half returns its weighted mean loss
             data = (data_w[0] * S_w[0] + data_w[1] * S_w[1]) / S
@@ -1133,7 +1140,7 @@ cdef double _train_epoch(const Net* net, floating* theta, floating* grad, floati
                 grad[i] += grad1[i]
         else:
             data = _batch_part(net, theta, grad, X, Y, sw, order + start, rows, bs, k_batch,
-                               loss, work, &S, n_x)
+                               loss, work, &S, n_x, 0)
         if adam:
             counters[C_ADAM_T] += 1
             t = counters[C_ADAM_T]
@@ -1157,7 +1164,7 @@ cdef double _loss_grad(const Net* net, const floating* theta, floating* grad,
     cdef uint64_t k_batch = splitmix64(<uint64_t>counters[C_SEED]
                                        ^ splitmix64(<uint64_t>counters[C_STEP]))
     data = batch_loss_grad(net, theta, grad, X, Y, sw, n_rows, n_rows, k_batch,
-                           <int>counters[C_LOSS], work, &S, False)
+                           <int>counters[C_LOSS], work, &S, False, 0)
     ss = finish_grad(theta, grad, net.n_params, net.n_coef, alpha, S)
     return data + (0.5 * alpha) * ss / S
 
@@ -1170,7 +1177,7 @@ cdef void _forward(const Net* net, const floating* theta, const floating* X,
     cdef Py_ssize_t start = 0
     while start < n_rows:
         forward_rows(net, theta, X + start * fi0, min(cap, n_rows - start), cap, work,
-                     False, 0, out + start * n_out, apply_output)
+                     False, 0, out + start * n_out, apply_output, 0)
         start += cap
 
 
@@ -1664,14 +1671,14 @@ def activation_forward(int code, Z, bias, act_params_row, slopes=None, Py_ssize_
                     <double*>NULL if f is None else <double*>cnp.PyArray_DATA(f),
                     <const double*>cnp.PyArray_DATA(b),
                     <const double*>NULL if s is None else <const double*>cnp.PyArray_DATA(s),
-                    rows, units, k, train, key)
+                    rows, units, k, train, key, 0)
     else:
         act_forward(code, <const double*>cnp.PyArray_DATA(p), <float*>cnp.PyArray_DATA(z),
                     <float*>cnp.PyArray_DATA(a),
                     <float*>NULL if f is None else <float*>cnp.PyArray_DATA(f),
                     <const float*>cnp.PyArray_DATA(b),
                     <const float*>NULL if s is None else <const float*>cnp.PyArray_DATA(s),
-                    rows, units, k, train, key)
+                    rows, units, k, train, key, 0)
     return a, (f if train else None)
 
 

@@ -245,16 +245,14 @@ def split_kind(layout, batch_size):
     ``SPLIT_SERIAL`` (two halves whose products, forward ``A W``, gradient ``A^T delta`` and
     ``delta W^T``, all stay on their thread) or ``SPLIT_ONE_BLAS`` (two halves whose products
     stay on their thread only while BLAS runs one thread). Halves need ``SPLIT_MIN_ROWS``
-    rows, products of at most ``SPLIT_MAX_MNK`` multiply-adds and no RReLU hidden layer (its
-    slopes are indexed by the row of the whole batch)."""
+    rows and products of at most ``SPLIT_MAX_MNK`` multiply-adds (RReLU layers split too: a
+    half passes its first row in the batch, so it draws the whole batch's slopes)."""
     if batch_size < SPLIT_MIN_ROWS:
         return SPLIT_NONE
     h = (batch_size + 1) // 2
     kind = SPLIT_SERIAL
     for l in range(layout.shape[0]):
         fi, npre = layout[l, FAN_IN], layout[l, N_PRE]
-        if l < layout.shape[0] - 1 and layout[l, ACT] == RRELU:
-            return SPLIT_NONE
         if h * fi * npre > SPLIT_MAX_MNK:  # all three products of the layer
             return SPLIT_NONE
         if not (_stays_serial(h, npre, fi) and _stays_serial(fi, npre, h)
@@ -567,14 +565,16 @@ def rrelu_uniform_kernel(seed, step, layer, out):
 
 # ------------------------------------------------------------------------ activations
 @njit(**_F)
-def _hidden_forward(code, p0, p1, Z, A, b, slopes, R, k, training, key):
+def _hidden_forward(code, p0, p1, Z, A, b, slopes, R, k, training, key, row0):
     """Bias and activation of a hidden layer, one pass.
 
     ``Z`` (rows, n_pre) holds ``A_prev @ W`` on entry. For codes 0..3 (derivative from the
     output) ``Z`` receives ``f(z)`` in place and ``A`` is not used (the caller's ``A`` is
     ``Z``'s memory); for the others ``Z`` receives ``z = A_prev @ W + b`` (kept for the
     derivative) and ``A`` (rows, fan_out) ``f(z)``. ``slopes``: PReLU slopes; ``R``: RReLU
-    slopes, written in training; ``k``: maxout pieces; ``key``: the layer's RReLU key.
+    slopes, written in training; ``k``: maxout pieces; ``key``: the layer's RReLU key;
+    ``row0``: the batch row of ``Z``'s first row (nonzero for the second half of a split
+    batch: RReLU's slope counter is ``(row0 + i) * n_units + j``).
 
     In-place loops read and write the *same* array variable: LLVM then sees one base pointer
     and vectorises; two views of the same memory would fail its runtime overlap check and
@@ -621,7 +621,7 @@ def _hidden_forward(code, p0, p1, Z, A, b, slopes, R, k, training, key):
             width = p1 - p0
             for i in range(rows):
                 for j in range(n):
-                    r = t(lower + width * _uniform(key, i * n + j))
+                    r = t(lower + width * _uniform(key, (row0 + i) * n + j))
                     R[i, j] = r
                     z = Z[i, j] + b[j]
                     Z[i, j] = z
@@ -956,7 +956,7 @@ def _output_forward(code, Z, b, apply_output, top):
 # ------------------------------------------------------------------- one batch, both ways
 @njit(**_F)
 def _forward_backward(theta, grad, layout, act_params, rows, Y, order, start, use_order, sw,
-                      has_sw, loss_code, seed, step, work, offs, eps, top, serial):
+                      has_sw, loss_code, seed, step, work, offs, eps, top, serial, row0):
     """Forward, loss and backward for the ``rows`` rows already gathered in ``XB``.
 
     Writes the *unscaled* gradient into ``grad``: ``A^T delta`` for the weights (no L2 term),
@@ -988,7 +988,7 @@ def _forward_backward(theta, grad, layout, act_params, rows, Y, order, start, us
             key = _rrelu_key(seed, step, l) if code == RRELU else np.uint64(0)
             A = _view(work, offs[l, P_A], rows, fo)
             _hidden_forward(code, act_params[l, 0], act_params[l, 1], Z, A, b, slopes, R,
-                            layout[l, K], _unlit(True), key)
+                            layout[l, K], _unlit(True), key, row0)
         else:
             gb = grad[io : io + npre]
             gb[:] = 0.0
@@ -1058,16 +1058,17 @@ def _weight_sum(sw, has_sw, order, start, rows, use_order):
 
 @njit(**_F)
 def _batch_part(theta, grad, layout, act_params, X, Y, order, first, rows, use_order, sw,
-                has_sw, loss_code, seed, step, work, offs, eps, top, serial):
+                has_sw, loss_code, seed, step, work, offs, eps, top, serial, row0):
     """Gather ``rows`` rows from ``first`` (through ``order`` if ``use_order``) into the
     plan ``offs`` of ``work``, then forward, loss and backward into ``grad``. Returns
-    ``(sum_i w_i l_i, sum_i w_i)``: a whole batch, one half of a split batch, or the full
-    batch of :func:`loss_grad_kernel`."""
+    ``(sum_i w_i l_i, sum_i w_i)``: a whole batch (``row0`` 0), one half of a split batch
+    (``row0``: the half's first row in the batch), or the full batch of
+    :func:`loss_grad_kernel`."""
     _gather(X, order, first, rows, use_order,
             _view(work, offs[layout.shape[0], 0], rows, X.shape[1]))
     total = _forward_backward(theta, grad, layout, act_params, rows, Y, order, first,
                               use_order, sw, has_sw, loss_code, seed, step, work, offs, eps,
-                              top, serial)
+                              top, serial, row0)
     return total, _weight_sum(sw, has_sw, order, first, rows, use_order)
 
 
@@ -1313,7 +1314,7 @@ def _train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sw, has_sw, o
                     theta, grad if w == 0 else grad1, layout, act_params, X, Y, order,
                     start + w * c0, c0 if w == 0 else rows - c0, use_order, sw, has_sw,
                     loss_code, seed, counters[STEP], work[w * size_h : (w + 1) * size_h],
-                    offs_h, eps, top, serial)
+                    offs_h, eps, top, serial, w * c0)
             total = parts[0] + parts[1]
             S = parts[2] + parts[3]
             for i in range(n_params):
@@ -1321,7 +1322,7 @@ def _train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sw, has_sw, o
         else:
             total, S = _batch_part(theta, grad, layout, act_params, X, Y, order, start, rows,
                                    use_order, sw, has_sw, loss_code, seed, counters[STEP],
-                                   work, offs, eps, top, serial)
+                                   work, offs, eps, top, serial, 0)
         ss = _optimizer_step(theta, grad, opt_state, n_coef, 1.0 / S, hyper, counters)
         batch_loss = _data_loss(total, loss_code, S, n_out) + 0.5 * alpha * ss / S
         loss_sum += batch_loss * rows
@@ -1393,7 +1394,7 @@ def loss_grad_kernel(theta, grad, layout, act_params, X, Y, sw, has_sw, alpha, c
     loss_code = counters[LOSS]
     total, S = _batch_part(theta, grad, layout, act_params, X, Y, no_order, start, n,
                            use_order, sw, has_sw, loss_code, counters[SEED], counters[STEP],
-                           work, offs, eps, top, counters[SERIAL] == 1)
+                           work, offs, eps, top, counters[SERIAL] == 1, 0)
     n_coef = layout[0, INTER_OFF]
     t = theta.dtype.type
     a, s = t(alpha), t(S)
@@ -1488,7 +1489,7 @@ def forward_kernel(theta, layout, act_params, X, out, apply_output, chunk_rows, 
                 A = _view(work, offs[l, P_A], rows, fo)
                 _hidden_forward(layout[l, ACT], act_params[l, 0], act_params[l, 1], Z, A, b,
                                 slopes, _no_rows(work, fo), layout[l, K],
-                                _unlit(False), np.uint64(0))
+                                _unlit(False), np.uint64(0), 0)
             else:
                 _output_forward(layout[l, ACT], Z, b, apply_output, top)
     return 0 if _all_finite(out) else 2

@@ -261,6 +261,9 @@ def _split_cases():
         ((48,), ["elu"], "exp", 1, 96, 250, False),                     # poisson
         # SPLIT_ONE_BLAS: a half's 100 x 128 x 256 product is one BLAS would thread
         ((256, 128), ["relu", "gelu"], "softmax", 3, 200, 450, True),
+        # RReLU in two layers, odd halves (61 + 60 rows): the second half draws the slopes
+        # of the whole batch's rows 61..120
+        ((40, 24), ["rrelu", "rrelu"], "softmax", 3, 121, 300, True),
     ]
 
 
@@ -297,7 +300,7 @@ def _run_epochs(backend, net, theta, X, Y, sw, loss_code, bs, serial=0, epochs=2
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", range(5))
+@pytest.mark.parametrize("case", range(len(_split_cases())))
 @pytest.mark.parametrize("name", ["cython", "numba"])
 def test_split_batches_agree_with_reference(name, case, dtype):
     net, theta, X, Y, sw, loss_code, bs = _split_problem(_split_cases()[case], dtype)
@@ -311,7 +314,7 @@ def test_split_batches_agree_with_reference(name, case, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", range(5))
+@pytest.mark.parametrize("case", range(len(_split_cases())))
 def test_split_batches_give_the_same_numbers_in_every_mode(case, dtype):
     # two threads or one, a fit alone or beside others: the same arithmetic, bit for bit.
     # A SPLIT_ONE_BLAS network's fits hold BLAS at one thread in every mode (overlapping
@@ -378,7 +381,7 @@ def test_which_networks_split():
     assert split([100, 512, 256, 10]) == 2  # a half's 100 x 512 x 256 <= SPLIT_MAX_MNK
     assert not split([100, 512, 512, 10])   # 100 x 512 x 512 > SPLIT_MAX_MNK
     assert not split([784, 1024, 1024, 10], bs=256)   # W4
-    assert not split([64, 64, 10], ["rrelu"])  # RReLU's slopes follow the whole batch
+    assert split([64, 64, 10], ["rrelu"]) == 1  # halves draw the whole batch's slopes
 
 
 @pytest.mark.parametrize("name", ["cython", "numba"])
