@@ -445,10 +445,13 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         backend = get_backend(self.backend_)
         n = X.shape[0]
         out = np.empty((n, self.n_outputs_), dtype=theta.dtype)
-        if n == 0:
-            return out
-        chunk = min(n, _PREDICT_CHUNK)
-        if chunk > 1:
+        # one row (the latency case) uses the workspace size cached at fit
+        size = self.__dict__.get("_work_per_row") if n == 1 else None
+        chunk = 1
+        if size is None:
+            if n == 0:
+                return out
+            chunk = min(n, _PREDICT_CHUNK)
             serial_rows = _training.serial_chunk_rows(net.layout)
             if serial_rows is not None:
                 # a small network: chunks whose products stay on this thread. OpenBLAS's
@@ -456,8 +459,6 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                 # taking the cores from the next fit's threads (a search scoring its
                 # folds between fits ran 2x slower)
                 chunk = min(chunk, serial_rows)
-        size = self.__dict__.get("_work_per_row") if chunk == 1 else None
-        if size is None:
             size = backend.workspace_size(net.layout, chunk)
         work = np.empty(size, dtype=theta.dtype)
         if self.backend_ == "numpy":
@@ -777,7 +778,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         overhead for the single-output cases)."""
         classes = self.classes_
         if self.out_activation_ == "softmax":
-            return classes.take(y_prob.argmax(axis=1), mode="clip")
+            return classes[y_prob.argmax(axis=1)]
         if self.n_outputs_ == 1 and len(classes) == 2:
             return classes.take((y_prob[:, 0] > 0.5).astype(np.intp))
         if self.n_outputs_ == 1:

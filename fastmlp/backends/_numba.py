@@ -238,6 +238,12 @@ def forward(theta, layout, act_params, X, out, apply_output, chunk_rows, work):
         0: ``X`` and ``out`` are finite; 1: ``X`` holds NaN or inf (``out`` undefined);
         2: ``X`` is finite but some output is not.
     """
+    if type(X) is np.ndarray:  # the estimator's case first: straight to the kernel
+        try:
+            return _nb.forward_kernel(theta, layout, act_params, X, out, apply_output,
+                                      chunk_rows, work)
+        except TypeError:
+            pass  # some argument's type differs: _call says which, or converts it
     written, read = _FORWARD_WRITTEN, _FORWARD_READ
     apply_output = bool(apply_output)
     chunk_rows = int(chunk_rows)
