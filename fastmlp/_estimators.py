@@ -780,7 +780,9 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         if self.out_activation_ == "softmax":
             return classes[y_prob.argmax(axis=1)]
         if self.n_outputs_ == 1 and len(classes) == 2:
-            return classes.take((y_prob[:, 0] > 0.5).astype(np.intp))
+            # rint(p) is 1 exactly when p > 0.5 for p in [0, 1] (0.5 rounds to even, 0):
+            # LabelBinarizer's threshold, without NumPy's slower comparison with a scalar
+            return classes[np.rint(y_prob.ravel()).astype(np.intp)]
         if self.n_outputs_ == 1:
             y_prob = y_prob.ravel()
         return self._label_binarizer.inverse_transform(y_prob)

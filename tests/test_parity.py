@@ -195,3 +195,23 @@ def test_learning_rate_set_between_partial_fit_calls_takes_effect():
     assert _max_rel_diff(a.coefs_[0], b.coefs_[0]) > 1e-3
     assert b._optimizer.learning_rate == 0.5
     assert a._optimizer.learning_rate == 0.001
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("target", ["binary", "3-class", "multilabel"])
+def test_labels_follow_label_binarizer_thresholds(target, dtype):
+    """``predict`` turns probabilities into labels as scikit-learn's LabelBinarizer does,
+    including probabilities at and next to the 0.5 threshold."""
+    y = TARGETS[target]
+    est = _fit(MLPClassifier, dict(max_iter=2, random_state=0, hidden_layer_sizes=(4,)),
+               X.astype(dtype), np.where(y == 1, "yes", "no") if target == "binary" else y)
+    half = dtype(0.5)
+    edge = [0.0, half, np.nextafter(half, dtype(1)), np.nextafter(half, dtype(0)), 1.0,
+            0.25, 0.75]
+    n_out = est.n_outputs_
+    proba = np.array([[p] * n_out for p in edge], dtype=dtype)
+    if target == "3-class":  # rows that are not all ties: each class wins somewhere
+        proba = np.random.default_rng(0).dirichlet(np.ones(n_out), 50).astype(dtype)
+    expected = est._label_binarizer.inverse_transform(
+        proba.ravel() if n_out == 1 else proba)
+    np.testing.assert_array_equal(est._labels(proba), expected)
