@@ -1227,6 +1227,14 @@ def _validate(layout, act_params, n_params, n_in, n_out, n_work, n_rows):
     return offs
 
 
+@njit(**_F)
+def _check_serial(serial):
+    """Raise unless ``serial`` (``counters[SERIAL]``) is one of the three modes."""
+    if serial < 0 or serial > 2:
+        raise ValueError("counters[SERIAL] must be 0 (the fit runs alone), 1 (fits "
+                         "overlap) or 2 (alone, BLAS held at one thread)")
+
+
 def _train_sig(dt):
     return float64(dt[::1], dt[::1], dt[:, ::1], _I2RO, _F2RO, _ro(dt, 2), _ro(dt, 2),
                    _ro(dt, 1), boolean, _I1, int64, _F1RO, _I1, dt[::1])
@@ -1278,9 +1286,7 @@ def _train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sw, has_sw, o
         raise ValueError("grad and opt_state must have the length of theta")
     if opt_state.shape[0] < 2 or hyper.shape[0] < 6 or counters.shape[0] != N_COUNTERS:
         raise ValueError("opt_state needs 2 rows, hyper 6 entries and counters 7")
-    if counters[SERIAL] < 0 or counters[SERIAL] > 2:
-        raise ValueError("counters[SERIAL] must be 0 (the fit runs alone), 1 (fits "
-                         "overlap) or 2 (alone, BLAS held at one thread)")
+    _check_serial(counters[SERIAL])
     if Y.shape[0] != X.shape[0] or (has_sw and sw.shape[0] != X.shape[0]):
         raise ValueError("X, Y and sample_weight must have the same number of rows")
     for i in range(n):
@@ -1383,9 +1389,7 @@ def loss_grad_kernel(theta, grad, layout, act_params, X, Y, sw, has_sw, alpha, c
                      work.shape[0], n)
     if grad.shape[0] != theta.shape[0] or counters.shape[0] != N_COUNTERS:
         raise ValueError("grad must have the length of theta, counters 7 entries")
-    if counters[SERIAL] < 0 or counters[SERIAL] > 2:
-        raise ValueError("counters[SERIAL] must be 0 (the fit runs alone), 1 (fits "
-                         "overlap) or 2 (alone, BLAS held at one thread)")
+    _check_serial(counters[SERIAL])
     if Y.shape[0] != n or (has_sw and sw.shape[0] != n):
         raise ValueError("X, Y and sample_weight must have the same number of rows")
     eps, top = _dtype_consts(theta)

@@ -439,6 +439,10 @@ def test_bad_arguments_raise_instead_of_corrupting_memory():
         call(X=X[:, :4])
     with pytest.raises(ValueError, match="output activation"):
         call(counters=_counters(2, solver_code))
+    for serial in (-1, 3):
+        bad = _counters(3, solver_code, serial=serial)
+        with pytest.raises(ValueError, match=r"counters\[SERIAL\] = .* is not a mode"):
+            call(counters=bad)
     with pytest.raises(ValueError, match="layout"):
         bad = net.layout.copy()
         bad[0, 3] = 5  # COEF_OFF
