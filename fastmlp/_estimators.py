@@ -304,8 +304,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                     f"{self._network.hidden_activations}. Set warm_start=False to start over."
                 )
         dtype = self._theta.dtype
-        if X.dtype != dtype:  # a warm start keeps the dtype of the fitted weights
-            X = X.astype(dtype)
+        X = _as_model_dtype(X, dtype)  # a warm start keeps the dtype of the fitted weights
         if sample_weight is not None:
             sample_weight = sample_weight.astype(dtype, copy=False)
 
@@ -387,35 +386,48 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
 
     # ------------------------------------------------------------------ prediction
     def _kernel_ready(self, X):
-        """``X`` itself when it can go to the kernels as it is, else ``None``.
+        """``X`` as an array the kernels can take without ``validate_data``, else ``None``.
 
-        The common case of predicting on a C-contiguous 2-D NumPy array of the model's dtype
-        and width, for a model fitted without feature names, needs none of
-        ``validate_data``'s conversions: checking it here costs about a microsecond instead of
-        tens. Anything else (lists, DataFrames, sparse, other dtypes, wrong width) returns
-        ``None`` and goes through the full validation, with its errors and warnings. NaN and
-        inf are caught by the backend's ``forward``, which checks ``X`` before computing
-        (status 1); :meth:`_forward_kernels` then returns ``None`` and the caller takes the
-        validating path, which raises scikit-learn's error.
+        The common cases of prediction need none of ``validate_data``'s conversions, which
+        cost tens of microseconds for an array and over a millisecond for a DataFrame:
+
+        - a 2-D float64 or float32 NumPy array of the model's width, for a model fitted
+          without feature names. It is passed as it is when it is C-contiguous in the
+          model's dtype, else copied into that layout and dtype;
+        - a pandas DataFrame whose columns are exactly ``feature_names_in_`` (names and
+          order) and whose values are float64 or float32, for a model fitted with those
+          names. Its values are copied the same way.
+
+        Anything else (lists, other dtypes, sparse, wrong width, other columns, a DataFrame
+        for a model fitted without names or an array for one fitted with them) returns
+        ``None``. It then goes through the full validation, with its errors and warnings.
+        NaN and inf, and float64 values beyond float32's range for a float32 model, are
+        caught by the backend's ``forward``, which checks ``X`` before computing (status 1).
+        :meth:`_forward_kernels` then returns ``None`` and the caller takes the validating
+        path, which raises the error.
         """
-        theta = self.__dict__.get("_theta")
-        if (
-            theta is None
-            or type(X) is not np.ndarray
-            or X.ndim != 2
-            or X.dtype != theta.dtype
-            or not X.flags.c_contiguous
-            or X.shape[0] == 0
-            or X.shape[1] != self.n_features_in_
-            or "feature_names_in_" in self.__dict__
-        ):
+        d = self.__dict__
+        theta = d.get("_theta")
+        if theta is None:
             return None
+        if type(X) is not np.ndarray:
+            X = _frame_values(X, d.get("feature_names_in_"))
+            if X is None:
+                return None
+        elif "feature_names_in_" in d:
+            return None  # validate_data warns that X has no feature names
+        if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] != self.n_features_in_:
+            return None
+        if X.dtype != theta.dtype or not X.flags.c_contiguous:
+            if X.dtype != np.float64 and X.dtype != np.float32:
+                return None
+            with np.errstate(over="ignore"):  # out of float32's range: inf, status 1
+                X = np.ascontiguousarray(X, dtype=theta.dtype)
         return X
 
     def _validate_predict_input(self, X):
         X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
-        if X.dtype != self._theta.dtype:
-            X = X.astype(self._theta.dtype)
+        X = _as_model_dtype(X, self._theta.dtype)
         if sp.issparse(X):
             X = X.tocsr()
         return X
@@ -491,6 +503,44 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
+
+
+def _as_model_dtype(X, dtype):
+    """``X`` (finite, dense or sparse) in ``dtype``, the dtype of the model's weights.
+
+    Raises
+    ------
+    ValueError
+        If a float64 value is beyond the range of a float32 model: a clear error instead of
+        an overflow warning and an infinite input.
+    """
+    if X.dtype == dtype:
+        return X
+    with np.errstate(over="ignore"):
+        cast = X.astype(dtype)
+    if X.dtype.kind == "f" and X.dtype.itemsize > dtype.itemsize and not np.isfinite(
+            cast.data if sp.issparse(cast) else cast).all():
+        raise ValueError(
+            f"X has values beyond the range of {dtype} (largest finite "
+            f"{float(np.finfo(dtype).max):.4g}), the dtype of this model's weights: it was "
+            f"fitted on {dtype} data. Scale the features, or fit the model on float64 data.")
+    return cast
+
+
+def _frame_values(X, names):
+    """The values of a pandas DataFrame whose columns are exactly ``names``, as an array
+    (float64 or float32 values only); ``None`` for anything else, which takes
+    ``validate_data``'s path."""
+    if names is None or type(X).__name__ != "DataFrame" or not type(X).__module__.startswith(
+            "pandas"):
+        return None
+    columns = X.columns
+    if len(columns) != len(names) or columns.tolist() != names.tolist():
+        return None
+    values = X.to_numpy()  # mixed or extension dtypes give object (or other) arrays
+    if values.dtype != np.float64 and values.dtype != np.float32:
+        return None
+    return values
 
 
 def _clip_logits(z):

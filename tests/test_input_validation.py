@@ -322,6 +322,86 @@ def test_pandas_feature_names(backend):
         ref.predict(df)
 
 
+def _validated_only(monkeypatch):
+    """Take the fast path of prediction away: everything goes through validate_data."""
+    for cls in (MLPClassifier, MLPRegressor):
+        monkeypatch.setattr(cls, "_kernel_ready", lambda self, X: None)
+
+
+@pytest.mark.parametrize("make", [_clf, _reg])
+def test_fast_prediction_path_equals_the_validating_one(backend, make, monkeypatch):
+    """DataFrames with the fitted columns, float64 arrays for a float32 model and
+    Fortran-ordered arrays skip validate_data; they give exactly what it gives."""
+    pd = pytest.importorskip("pandas")
+    X, y = _data()
+    df = pd.DataFrame(X, columns=["a", "b", "c"])
+    mixed = df.astype({"b": np.float32})  # float32 and float64 columns: float64 values
+    est_df = make(backend).fit(df, y)
+    est32 = make(backend).fit(X.astype(np.float32), y)
+    est = make(backend).fit(X, y)
+    cases = [(est_df, df), (est_df, df.iloc[:1]), (est_df, mixed), (est32, X),
+             (est32, X[:1]), (est, np.asfortranarray(X)), (est32, np.asfortranarray(X))]
+    methods = ["predict"] + (["predict_proba"] if make is _clf else [])
+    fast = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for i, (model, data) in enumerate(cases):
+            assert model._kernel_ready(data) is not None, f"case {i} misses the fast path"
+            for m in methods:
+                fast[i, m] = getattr(model, m)(data)
+        _validated_only(monkeypatch)
+        for i, (model, data) in enumerate(cases):
+            for m in methods:
+                want = getattr(model, m)(data)
+                assert fast[i, m].dtype == want.dtype
+                assert_array_equal(fast[i, m], want, err_msg=f"case {i}, {m}")
+
+
+def test_dataframes_outside_the_fast_path_keep_validate_datas_behaviour(backend):
+    pd = pytest.importorskip("pandas")
+    X, y = _data()
+    df = pd.DataFrame(X, columns=["a", "b", "c"])
+    clf = _clf(backend).fit(df, y)
+    with pytest.raises(ValueError, match="feature names should match"):
+        clf.predict(df[["b", "a", "c"]])  # the same names, reordered
+    with pytest.raises(ValueError, match="feature names"):
+        clf.predict(df[["a", "b"]])
+    nan = df.copy()
+    nan.iloc[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        clf.predict(nan)
+    ints = pd.DataFrame((X * 10).astype(np.int64), columns=["a", "b", "c"])
+    assert clf._kernel_ready(ints) is None
+    assert_array_equal(clf.predict(ints), clf.predict(ints.astype(np.float64)))
+    nullable = df.astype("Float64")  # pandas' extension dtype: values come as objects
+    assert clf._kernel_ready(nullable) is None
+    assert_array_equal(clf.predict(nullable), clf.predict(df))
+
+
+@pytest.mark.parametrize("fmt", [None, "csr"])
+def test_float64_beyond_float32_range_is_a_clear_error(backend, fmt):
+    """A float32 model computes in float32: a finite float64 input it cannot represent
+    gets an error that says so, and no overflow warning."""
+    X, y = _data()
+    clf = _clf(backend).fit(X.astype(np.float32), y)
+    reg = _reg(backend).fit(X.astype(np.float32), X[:, 0])
+    row = np.array([[1e39, 0.0, 0.0]])
+    if fmt:
+        row = sp.csr_matrix(row)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for method in (clf.predict, clf.predict_proba, clf.predict_log_proba, reg.predict):
+            with pytest.raises(ValueError, match="beyond the range of float32"):
+                method(row)
+        assert np.isfinite(clf.predict_proba(np.array([[3e38, 0.0, 0.0]]))).all()
+        big = X.copy()
+        big[0, 0] = 1e39
+        if fmt:
+            big = sp.csr_matrix(big)
+        with pytest.raises(ValueError, match="beyond the range of float32"):
+            clf.partial_fit(big, y)  # training continues in the weights' float32
+
+
 def test_pandas_target_series(backend):
     pd = pytest.importorskip("pandas")
     X, y = _data()
