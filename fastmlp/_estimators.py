@@ -854,15 +854,19 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         score : float
             Mean accuracy of ``self.predict(X)`` w.r.t. ``y``.
         """
-        if (sample_weight is None and type(y) is np.ndarray and y.ndim == 1
-                and y.dtype.kind in "iubU" and hasattr(self, "classes_")
-                and self.classes_.ndim == 1 and y.dtype.kind == self.classes_.dtype.kind):
+        labels = y
+        if type(y).__name__ == "Series" and type(y).__module__.startswith("pandas"):
+            labels = y.to_numpy()  # a search over a DataFrame scores Series folds
+        if (sample_weight is None and type(labels) is np.ndarray and labels.ndim == 1
+                and labels.dtype.kind in "iubU" and hasattr(self, "classes_")
+                and self.classes_.ndim == 1
+                and labels.dtype.kind == self.classes_.dtype.kind):
             # labels of the same kind as classes_, one per sample: the fraction predicted
             # right, without accuracy_score's target-type checks (~3 ms a call, GIL held,
             # once per fold in a search); the same number
             y_pred = self.predict(X)
-            if y_pred.shape == y.shape:
-                return float(np.mean(y_pred == y))
+            if y_pred.shape == labels.shape:
+                return float(np.mean(y_pred == labels))
         return super().score(X, y, sample_weight=sample_weight)
 
     def _score(self, X, y, sample_weight=None):

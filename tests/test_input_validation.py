@@ -443,7 +443,12 @@ def test_label_indicator_and_score_equal_sklearn(labels):
     X = np.random.RandomState(0).randn(40, 3)
     est = MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, random_state=0,
                         backend="cython").fit(X, y)
-    for yy, sw in [(y, None), (y[::-1], None), (y, np.linspace(0.5, 2, 40))]:
+    cases = [(y, None), (y[::-1], None), (y, np.linspace(0.5, 2, 40))]
+    if y.ndim == 1:  # a search over a DataFrame scores pandas Series folds
+        pd = pytest.importorskip("pandas")
+        cases += [(pd.Series(y), None), (pd.Series(y[::-1], index=np.arange(40)[::-1]), None),
+                  (pd.Series(y, dtype="category"), None)]
+    for yy, sw in cases:
         got = est.score(X, yy, sample_weight=sw)
         assert type(got) is float
         assert got == accuracy_score(yy, est.predict(X), sample_weight=sw)
