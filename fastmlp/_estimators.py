@@ -545,8 +545,10 @@ def _frame_values(X, names):
 
 def _clip_logits(z):
     """Clip logits into +-max/4 in place, so differences of two of them stay finite."""
-    limit = np.finfo(z.dtype).max / 4
-    return np.clip(z, -limit, limit, out=z)
+    limit = z.dtype.type(np.finfo(z.dtype).max / 4)
+    # minimum and maximum: np.clip with scalar bounds costs several times as much
+    np.minimum(z, limit, out=z)
+    return np.maximum(z, -limit, out=z)
 
 
 def _check_activation_params(name, params):
@@ -935,7 +937,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
 
         Parameters
         ----------
-        X : ndarray of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
             The input data.
 
         Returns
@@ -943,8 +945,12 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         log_y_prob : ndarray of shape (n_samples, n_classes)
             The log-probability of each class, in the order of ``classes_``.
         """
-        check_is_fitted(self)
-        z = _clip_logits(self._forward_pass_fast(X, apply_output=False))
+        Xk = self._kernel_ready(X)
+        z = None if Xk is None else self._forward_kernels(Xk, False)
+        if z is None:
+            check_is_fitted(self)
+            z = self._forward_pass_fast(X, apply_output=False)
+        z = _clip_logits(z)
         with np.errstate(under="ignore"):
             if self.out_activation_ == "softmax":
                 z -= z.max(axis=1, keepdims=True)

@@ -341,7 +341,7 @@ def test_fast_prediction_path_equals_the_validating_one(backend, make, monkeypat
     est = make(backend).fit(X, y)
     cases = [(est_df, df), (est_df, df.iloc[:1]), (est_df, mixed), (est32, X),
              (est32, X[:1]), (est, np.asfortranarray(X)), (est32, np.asfortranarray(X))]
-    methods = ["predict"] + (["predict_proba"] if make is _clf else [])
+    methods = ["predict"] + (["predict_proba", "predict_log_proba"] if make is _clf else [])
     fast = {}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
