@@ -1328,7 +1328,7 @@ def _train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sw, has_sw, o
         else:
             total, S = _batch_part(theta, grad, layout, act_params, X, Y, order, start, rows,
                                    use_order, sw, has_sw, loss_code, seed, counters[STEP],
-                                   work, offs, eps, top, serial, 0)
+                                   work, offs, eps, top, serial, _unlit(0))
         ss = _optimizer_step(theta, grad, opt_state, n_coef, 1.0 / S, hyper, counters)
         batch_loss = _data_loss(total, loss_code, S, n_out) + 0.5 * alpha * ss / S
         loss_sum += batch_loss * rows
@@ -1398,7 +1398,7 @@ def loss_grad_kernel(theta, grad, layout, act_params, X, Y, sw, has_sw, alpha, c
     loss_code = counters[LOSS]
     total, S = _batch_part(theta, grad, layout, act_params, X, Y, no_order, start, n,
                            use_order, sw, has_sw, loss_code, counters[SEED], counters[STEP],
-                           work, offs, eps, top, counters[SERIAL] == 1, 0)
+                           work, offs, eps, top, counters[SERIAL] == 1, _unlit(0))
     n_coef = layout[0, INTER_OFF]
     t = theta.dtype.type
     a, s = t(alpha), t(S)
@@ -1493,7 +1493,7 @@ def forward_kernel(theta, layout, act_params, X, out, apply_output, chunk_rows, 
                 A = _view(work, offs[l, P_A], rows, fo)
                 _hidden_forward(layout[l, ACT], act_params[l, 0], act_params[l, 1], Z, A, b,
                                 slopes, _no_rows(work, fo), layout[l, K],
-                                _unlit(False), np.uint64(0), 0)
+                                _unlit(False), np.uint64(0), _unlit(0))
             else:
                 _output_forward(layout[l, ACT], Z, b, apply_output, top)
     return 0 if _all_finite(out) else 2
