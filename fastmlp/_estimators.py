@@ -425,6 +425,17 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                 X = np.ascontiguousarray(X, dtype=theta.dtype)
         return X
 
+    def _outputs(self, X, apply_output=True):
+        """Output-layer activations (or logits) for the public prediction methods: the
+        kernels straight away when :meth:`_kernel_ready` accepts ``X``, else through
+        ``validate_data`` (:meth:`_forward_pass_fast`), which raises its errors."""
+        Xk = self._kernel_ready(X)
+        out = None if Xk is None else self._forward_kernels(Xk, apply_output)
+        if out is None:
+            check_is_fitted(self)
+            out = self._forward_pass_fast(X, apply_output=apply_output)
+        return out
+
     def _validate_predict_input(self, X):
         X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
         X = _as_model_dtype(X, self._theta.dtype)
@@ -436,8 +447,8 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         """Output-layer activations (or logits) for ``X``."""
         if check_input:
             X = self._validate_predict_input(X)
-        elif X.dtype != self._theta.dtype:
-            X = X.astype(self._theta.dtype)
+        else:
+            X = _as_model_dtype(X, self._theta.dtype)
         out = self._forward_kernels(X, apply_output)
         if out is None:
             raise ValueError("Input X contains NaN or infinity; remove or impute those "
@@ -815,12 +826,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         y : ndarray, shape (n_samples,) or (n_samples, n_classes)
             The predicted classes.
         """
-        Xk = self._kernel_ready(X)
-        y_prob = None if Xk is None else self._forward_kernels(Xk, True)
-        if y_prob is None:
-            check_is_fitted(self)
-            return self._predict(X)
-        return self._labels(y_prob)
+        return self._labels(self._outputs(X))
 
     def _predict(self, X, check_input=True):
         return self._labels(self._forward_pass_fast(X, check_input=check_input))
@@ -916,11 +922,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         y_prob : ndarray of shape (n_samples, n_classes)
             The predicted probability of each class, in the order of ``classes_``.
         """
-        Xk = self._kernel_ready(X)
-        y_pred = None if Xk is None else self._forward_kernels(Xk, True)
-        if y_pred is None:
-            check_is_fitted(self)
-            y_pred = self._forward_pass_fast(X)
+        y_pred = self._outputs(X)
         if self.n_outputs_ == 1:
             proba = np.empty((y_pred.shape[0], 2), dtype=y_pred.dtype)
             proba[:, 1] = y_pred[:, 0]
@@ -945,12 +947,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         log_y_prob : ndarray of shape (n_samples, n_classes)
             The log-probability of each class, in the order of ``classes_``.
         """
-        Xk = self._kernel_ready(X)
-        z = None if Xk is None else self._forward_kernels(Xk, False)
-        if z is None:
-            check_is_fitted(self)
-            z = self._forward_pass_fast(X, apply_output=False)
-        z = _clip_logits(z)
+        z = _clip_logits(self._outputs(X, apply_output=False))
         with np.errstate(under="ignore"):
             if self.out_activation_ == "softmax":
                 z -= z.max(axis=1, keepdims=True)
@@ -1031,11 +1028,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
             The predicted values.
         """
-        Xk = self._kernel_ready(X)
-        y_pred = None if Xk is None else self._forward_kernels(Xk, True)
-        if y_pred is None:
-            check_is_fitted(self)
-            return self._predict(X)
+        y_pred = self._outputs(X)
         if y_pred.shape[1] == 1:
             return y_pred.ravel()
         return y_pred
