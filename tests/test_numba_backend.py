@@ -328,15 +328,14 @@ def test_serial_mode_outside_0_to_2_is_an_error(serial):
     net = _network([4], ["relu"], "softmax")
     theta = _theta(net, np.float64)
     X, Y, _ = _data(3, 10, 5, 3, np.float64)
+    order, hyper = np.arange(10, dtype=np.int64), np.array([0.005, 0.85, 0.9, 0.995, 1e-7, 0.05])
     counters = _counters(3, serial=serial)
     with pytest.raises(ValueError, match=r"counters\[SERIAL\] must be 0"):
         nb.loss_grad(theta, np.empty_like(theta), net.layout, net.act_params, X, Y, None, 0.0,
                      counters, _work(nb, net, 10, np.float64))
     with pytest.raises(ValueError, match=r"counters\[SERIAL\] must be 0"):
-        _epoch(nb, net, theta, X, Y, None, np.arange(10, dtype=np.int64), 4,
-               np.array([0.005, 0.85, 0.9, 0.995, 1e-7, 0.05]), counters)
-    _epoch(nb, net, theta, X, Y, None, np.arange(10, dtype=np.int64), 4,
-           np.array([0.005, 0.85, 0.9, 0.995, 1e-7, 0.05]), _counters(3, serial=2))
+        _epoch(nb, net, theta, X, Y, None, order, 4, hyper, counters)
+    _epoch(nb, net, theta, X, Y, None, order, 4, hyper, _counters(3, serial=2))  # a valid mode
 
 
 def test_written_arrays_must_have_the_dtype_of_theta():
