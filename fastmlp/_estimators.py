@@ -306,14 +306,14 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         dtype = self._theta.dtype
         X = _as_model_dtype(X, dtype)  # a warm start keeps the dtype of the fitted weights
         if sample_weight is not None:
-            sample_weight = sample_weight.astype(dtype, copy=False)
+            sample_weight = _as_model_dtype(sample_weight, dtype, "sample_weight")
 
         self.backend_ = choose_backend(self.backend, X)
         backend = get_backend(self.backend_)
         self._work_per_row = int(backend.workspace_size(self._network.layout, 1))
         if sp.issparse(X) and self.backend_ != "numpy":
             X = X.toarray()  # compiled kernels take dense rows
-        Y = np.ascontiguousarray(y, dtype=dtype)
+        Y = np.ascontiguousarray(_as_model_dtype(y, dtype, "y"))
         return backend, X, Y, sample_weight
 
     def _fit(self, X, y, sample_weight=None, incremental=False):
@@ -516,8 +516,13 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         return tags
 
 
-def _as_model_dtype(X, dtype):
+_SCALE_HINT = {"X": "the features", "y": "the targets", "sample_weight": "the sample weights"}
+
+
+def _as_model_dtype(X, dtype, name="X"):
     """``X`` (finite, dense or sparse) in ``dtype``, the dtype of the model's weights.
+
+    ``name`` (``"X"``, ``"y"`` or ``"sample_weight"``) is the argument the error names.
 
     Raises
     ------
@@ -532,9 +537,9 @@ def _as_model_dtype(X, dtype):
     if X.dtype.kind == "f" and X.dtype.itemsize > dtype.itemsize and not np.isfinite(
             cast.data if sp.issparse(cast) else cast).all():
         raise ValueError(
-            f"X has values beyond the range of {dtype} (largest finite "
-            f"{float(np.finfo(dtype).max):.4g}), the dtype of this model's weights: it was "
-            f"fitted on {dtype} data. Scale the features, or fit the model on float64 data.")
+            f"{name} has values beyond the range of {dtype} (largest finite "
+            f"{float(np.finfo(dtype).max):.4g}), the dtype of this model's weights, set by the "
+            f"X it is fitted on. Scale {_SCALE_HINT[name]}, or fit the model on float64 data.")
     return cast
 
 

@@ -380,8 +380,8 @@ def test_dataframes_outside_the_fast_path_keep_validate_datas_behaviour(backend)
 
 @pytest.mark.parametrize("fmt", [None, "csr"])
 def test_float64_beyond_float32_range_is_a_clear_error(backend, fmt):
-    """A float32 model computes in float32: a finite float64 input it cannot represent
-    gets an error that says so, and no overflow warning."""
+    """A float32 model computes in float32: a finite float64 input, target or sample weight
+    it cannot represent gets an error that says so, and no overflow warning."""
     X, y = _data()
     clf = _clf(backend).fit(X.astype(np.float32), y)
     reg = _reg(backend).fit(X.astype(np.float32), X[:, 0])
@@ -400,6 +400,13 @@ def test_float64_beyond_float32_range_is_a_clear_error(backend, fmt):
             big = sp.csr_matrix(big)
         with pytest.raises(ValueError, match="beyond the range of float32"):
             clf.partial_fit(big, y)  # training continues in the weights' float32
+        X32 = X.astype(np.float32)
+        with pytest.raises(ValueError, match="^y has values beyond the range of float32"):
+            _reg(backend).fit(X32, np.where(np.arange(len(y)) == 0, 1e39, 1.0))
+        weights = np.ones(len(y))
+        weights[0] = 1e39
+        with pytest.raises(ValueError, match="^sample_weight has values beyond the range of "):
+            _clf(backend).fit(X32, y, sample_weight=weights)
 
 
 def test_pandas_target_series(backend):
