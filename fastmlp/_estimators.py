@@ -543,6 +543,11 @@ def _as_model_dtype(X, dtype, name="X"):
     return cast
 
 
+def _one_output_flat(y_pred):
+    """A regressor's predictions: shape (n_samples,) for one output, as scikit-learn's."""
+    return y_pred.ravel() if y_pred.shape[1] == 1 else y_pred
+
+
 def _frame_values(X, names):
     """The values of a pandas DataFrame whose columns are exactly ``names``, as an array
     (float64 or float32 values only); ``None`` for anything else, which takes
@@ -1033,16 +1038,10 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
             The predicted values.
         """
-        y_pred = self._outputs(X)
-        if y_pred.shape[1] == 1:
-            return y_pred.ravel()
-        return y_pred
+        return _one_output_flat(self._outputs(X))
 
     def _predict(self, X, check_input=True):
-        y_pred = self._forward_pass_fast(X, check_input=check_input)
-        if y_pred.shape[1] == 1:
-            return y_pred.ravel()
-        return y_pred
+        return _one_output_flat(self._forward_pass_fast(X, check_input=check_input))
 
     def _score(self, X, y, sample_weight=None):
         return self._score_with_function(X, y, sample_weight, r2_score)
