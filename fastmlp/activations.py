@@ -15,6 +15,7 @@ Conventions, as in scikit-learn's ``neural_network._base``:
 - ``p`` is the layer's row of ``act_params`` (two floats).
 """
 
+import functools
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -273,10 +274,32 @@ def _softmax(z, out, p):
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def _exp_bounds(dtype):
+    t = dtype.type
+    top = t(np.log(float(np.finfo(dtype).max)))
+    with np.errstate(over="ignore"):
+        while not np.isfinite(np.exp(top)):  # float32: log(max) rounds up, exp overflows
+            top = np.nextafter(top, t(-np.inf))
+    return t(np.log(2.0 * float(np.finfo(dtype).tiny))), top
+
+
+def exp_bounds(dtype):
+    """``(bottom, top)``: the range the ``exp`` output activation clips ``z`` to, in ``dtype``.
+
+    ``top`` is the largest value whose ``exp`` is finite (``log(max)`` rounded down);
+    ``bottom = log(2 * tiny)`` (``tiny`` the smallest normal number), so that a Poisson
+    prediction stays a positive normal number: it never underflows to 0, and its deviance
+    ``y log(y / p)`` stays finite. float32: (-86.643394, 88.722832); float64:
+    (-707.70327135170, 709.78271289338).
+    """
+    return _exp_bounds(np.dtype(dtype))
+
+
 def _exp(z, out, p):
-    # exp(z) overflows above log(max): clip so predictions stay finite
-    top = np.log(np.finfo(z.dtype).max)
+    bottom, top = exp_bounds(z.dtype)
     np.minimum(z, top, out=out)
+    np.maximum(out, bottom, out=out)
     return np.exp(out, out=out)
 
 
@@ -334,7 +357,8 @@ OUTPUT_ACTIVATIONS = {
         HIDDEN_ACTIVATIONS["logistic"],
         _mk("softmax", 20, "f(z)_c = exp(z_c - max z) / sum_k exp(z_k - max z)", _softmax,
             kind="output"),
-        _mk("exp", 21, "f(z) = exp(z)", _exp, kind="output"),
+        _mk("exp", 21, "f(z) = exp(z), z clipped so that f(z) is a finite, positive normal number",
+            _exp, kind="output"),
     ]
 }
 """Output-layer activations by name (chosen by the loss, not by the user)."""

@@ -6,7 +6,8 @@ canonical link), so that the error signal at the output pre-activation is simply
 
 - ``squared_error`` with ``identity``: half the mean squared error,
   ``l = 1/2 * mean_k (y_k - p_k)^2`` (seed 001).
-- ``poisson`` with ``exp``: half the Poisson deviance, ``l = sum_k y_k log(y_k / p_k) - y_k + p_k``.
+- ``poisson`` with ``exp``: half the Poisson deviance, ``l = sum_k y_k log(y_k / p_k) - y_k + p_k``
+  (``exp`` keeps ``p_k`` a positive normal number, so the logarithm is finite).
 - ``binary_log_loss`` with ``logistic``: binary and multilabel cross-entropy,
   ``l = -sum_k y_k log p_k + (1 - y_k) log(1 - p_k)`` (seed 001).
 - ``log_loss`` with ``softmax``: multiclass cross-entropy on one-hot targets,
@@ -32,10 +33,21 @@ def squared_error(y_true, y_pred, sample_weight=None):
 
 
 def poisson(y_true, y_pred, sample_weight=None):
-    """Half the Poisson deviance (with the constant term ``y log y - y``)."""
-    return np.average(
-        xlogy(y_true, y_true / y_pred) - y_true + y_pred, weights=sample_weight, axis=0
-    ).sum()
+    """Half the Poisson deviance (with the constant term ``y log y - y``).
+
+    ``y log(y / p)`` as scikit-learn computes it, except where ``y / p`` overflows (a
+    prediction near the smallest normal number and a target above about 8): there
+    ``y (log y - log p)``, the same value computed without the overflow.
+    """
+    with np.errstate(over="ignore"):
+        ratio = y_true / y_pred
+    log_term = xlogy(y_true, ratio)
+    overflow = np.isinf(ratio)
+    if overflow.any():
+        y = np.broadcast_to(y_true, ratio.shape)[overflow]
+        p = np.broadcast_to(y_pred, ratio.shape)[overflow]
+        log_term[overflow] = y * (np.log(y) - np.log(p))
+    return np.average(log_term - y_true + y_pred, weights=sample_weight, axis=0).sum()
 
 
 def log_loss(y_true, y_prob, sample_weight=None):

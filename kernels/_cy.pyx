@@ -346,7 +346,7 @@ cdef void act_forward(int code, const double* p, floating* Z, floating* A, float
     cdef floating* zr
     cdef floating* ar
     cdef floating* fr
-    cdef floating z, r, c0, one = 1, zero = 0, top, mx, tot
+    cdef floating z, r, c0, one = 1, zero = 0, top, bottom, mx, tot
     cdef double zd, t, e, sg, ph, zc, lo, span, rd
     cdef bint want_f = train
     cdef uint64_t base
@@ -531,16 +531,20 @@ cdef void act_forward(int code, const double* p, floating* Z, floating* A, float
             for j in range(npre):
                 zr[j] = zr[j] / tot
     elif code == A_EXP:
-        # exp(z) overflows above log(max): clip so predictions stay finite
+        # z clipped to fastmlp.activations.exp_bounds: [log(2 tiny), log(max) rounded
+        # down], so that exp(z) is a finite, positive normal number
         if floating is float:
-            top = <float>log(FLT_MAX)
+            top = 88.72283172607422
+            bottom = -86.64339447021484
         else:
-            top = log(DBL_MAX)
+            top = 709.782712893384
+            bottom = -707.7032713517042
         for i in range(rows):
             zr = Z + i * npre
             for j in range(npre):
                 z = zr[j] + b[j]
-                zr[j] = _fexp(z if z < top else top)
+                z = z if z < top else top
+                zr[j] = _fexp(z if z > bottom else bottom)
 
 
 cdef void act_backward(int code, floating* D, const floating* DA, const floating* Z,
@@ -670,8 +674,9 @@ cdef double loss_delta(int loss, const floating* P, const floating* Y,
     cdef const floating* yr
     cdef const floating* pr
     cdef floating* dr
-    cdef floating w = 1, y, pv, pc, diff, one = 1
+    cdef floating w = 1, y, pv, pc, diff, ratio, one = 1
     cdef floating eps = FLT_EPSILON if floating is float else DBL_EPSILON
+    cdef floating fmax = FLT_MAX if floating is float else DBL_MAX
     cdef double total = 0.0, S = 0.0, li
     memset(gb, 0, n_out * sizeof(floating))
     for i in range(rows):
@@ -689,9 +694,14 @@ cdef double loss_delta(int loss, const floating* P, const floating* Y,
             for kk in range(n_out):
                 y = yr[kk]
                 pv = pr[kk]
-                # y log(y / p) - y + p, with 0 log 0 = 0
+                # y log(y / p) - y + p, with 0 log 0 = 0; where y / p overflows (p near
+                # the smallest normal number), y (log y - log p) (losses.poisson)
                 if y != 0:
-                    li += <double>y * log(<double>(y / pv))
+                    ratio = y / pv
+                    if ratio <= fmax:
+                        li += <double>y * log(<double>ratio)
+                    else:
+                        li += <double>y * (log(<double>y) - log(<double>pv))
                 li += <double>pv - <double>y
         elif loss == L_BINARY:
             for kk in range(n_out):

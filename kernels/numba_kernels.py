@@ -411,12 +411,23 @@ def _no_rows(work, cols):
 
 @njit(**_F)
 def _dtype_consts(x):
-    """Machine epsilon of ``x``'s dtype and ``log`` of its largest finite value (as NumPy's
-    ``finfo(dtype).eps`` and ``log(finfo(dtype).max)`` in that dtype)."""
+    """Machine epsilon of ``x``'s dtype and the ``exp`` output's upper clip, the largest value
+    whose ``exp`` is finite (NumPy's ``finfo(dtype).eps``; ``fastmlp.activations.exp_bounds``:
+    ``log(finfo(dtype).max)`` rounded down)."""
     t = x.dtype.type
     if x.itemsize == 4:
-        return t(1.1920928955078125e-07), t(88.72283935546875)
+        return t(1.1920928955078125e-07), t(88.72283172607422)
     return t(2.220446049250313e-16), t(709.782712893384)
+
+
+@njit(**_F)
+def _exp_floor(x):
+    """The ``exp`` output's lower clip, ``log(2 * tiny)``, and the largest finite value, in
+    ``x``'s dtype (``fastmlp.activations.exp_bounds``, ``finfo(dtype).max``)."""
+    t = x.dtype.type
+    if x.itemsize == 4:
+        return t(-86.64339447021484), t(3.4028234663852886e+38)
+    return t(-707.7032713517042), t(1.7976931348623157e+308)
 
 
 # ---------------------------------------------------------------------- matrix products
@@ -870,6 +881,7 @@ def _output_loss(loss_code, Z, b, Y, order, start, use_order, sw, has_sw, gb, ep
     t = Z.dtype.type
     one = t(1.0)
     hi = one - eps
+    bottom, fmax = _exp_floor(Z)
     total = 0.0
     for i in range(rows):
         r = order[start + i] if use_order else start + i
@@ -884,9 +896,17 @@ def _output_loss(loss_code, Z, b, Y, order, start, use_order, sw, has_sw, gb, ep
                 gb[j] += d
         elif loss_code == POISSON:
             for j in range(n):
-                p = t(_exp(np.float64(min(Z[i, j] + b[j], top))))
+                p = t(_exp(np.float64(max(min(Z[i, j] + b[j], top), bottom))))
                 y = Y[r, j]
-                li += _xlogy(y, y / p) - y + p
+                # y log(y / p); where y / p overflows (p near the smallest normal number),
+                # y (log y - log p) (losses.poisson)
+                ratio = y / p
+                if ratio <= fmax:
+                    log_term = _xlogy(y, ratio)
+                else:
+                    log_term = np.float64(y) * (math.log(np.float64(y))
+                                                - math.log(np.float64(p)))
+                li += log_term - y + p
                 d = (p - y) * w if has_sw else p - y
                 Z[i, j] = d
                 gb[j] += d
@@ -936,9 +956,10 @@ def _output_forward(code, Z, b, apply_output, top):
             for j in range(n):
                 Z[i, j] = _sigmoid(Z[i, j])
     elif code == EXP:
+        bottom = _exp_floor(Z)[0]
         for i in range(rows):
             for j in range(n):
-                Z[i, j] = _exp(np.float64(min(Z[i, j], top)))
+                Z[i, j] = _exp(np.float64(max(min(Z[i, j], top), bottom)))
     elif code == SOFTMAX:
         for i in range(rows):
             m = Z[i, 0]

@@ -226,6 +226,27 @@ def test_forward_extreme_inputs_stay_finite(dtype):
         assert np.isfinite(out).all(), (hidden, out_act, out)
 
 
+@pytest.mark.parametrize("kern", BUILDS, ids=BUILD_IDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_forward_exp_output_is_clipped_like_the_reference(kern, dtype):
+    # logits beyond log(max) and below log(2 tiny) of either dtype: finite, positive normal
+    # predictions, the reference's
+    net = _network([2], ["identity"], "exp", n_in=1, n_out=1)
+    theta = np.zeros(net.n_params, dtype=dtype)
+    W0, W1 = net.coef_views(theta)
+    W0[...] = 1.0
+    W1[...] = 1.0
+    X = np.array([[-2000.0], [-400.0], [-45.0], [-43.0], [0.0], [40.0], [2000.0]], dtype)
+    out = np.empty((7, 1), dtype)
+    kern.forward(theta, net.layout, net.act_params, X, out, True, 7,
+                 np.empty(kern.workspace_size(net.layout, 7), dtype))
+    want = np.empty((7, 1), dtype)
+    ref.forward(theta, net.layout, net.act_params, X, want, True, 7,
+                np.empty(ref.workspace_size(net.layout, 7), dtype))
+    assert np.isfinite(out).all() and (out >= np.finfo(dtype).tiny).all()
+    _close(out, want, CALL_RTOL[dtype], "exp output")
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_forward_sparse_and_unusual_layouts(dtype):
     net = _network([8], ["tanh"], "softmax", n_in=6)

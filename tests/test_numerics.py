@@ -186,6 +186,31 @@ def test_poisson_training_with_large_targets(backend):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_poisson_logits_below_the_smallest_normal(backend, dtype):
+    """exp of a logit far below log(tiny) would be 0: the prediction stays a positive normal
+    number, and the deviance y log(y / p), whose y / p would overflow, is finite and equals
+    y (log y - log p) - y + p of that prediction."""
+    X = _data(n=8, dtype=dtype)
+    y = np.array([0.0, 1.0, 3.0, 50.0, 0.0, 2.0, 1e3, 5.0])
+    est = MLPRegressor(hidden_layer_sizes=(3,), loss="poisson", max_iter=1, random_state=0,
+                       backend=backend).fit(X, y)
+    est.intercepts_[-1][:] = -1e4  # every logit far below log(tiny) of either dtype
+    tiny = np.finfo(dtype).tiny
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        pred = est.predict(X)
+        assert pred.dtype == dtype
+        assert (pred >= tiny).all() and (pred < 4 * tiny).all()
+        p = pred.astype(np.float64)
+        squares = sum(float((c.astype(np.float64) ** 2).sum()) for c in est.coefs_)
+        est.partial_fit(X, y)  # one batch: its loss is taken at the weights above
+    deviance = np.where(y > 0, y * (np.log(np.maximum(y, 1)) - np.log(p)), 0.0) - y + p
+    expected = deviance.mean() + 0.5 * est.alpha * squares / len(y)
+    assert np.isfinite(est.loss_)
+    assert_allclose(est.loss_, expected, rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("sparse", [False, True])
 def test_forward_reports_non_finite_input_and_output(backend, dtype, sparse):
     # the contract's status: 0 finite, 1 NaN/inf in X (the fast path of predict then takes
