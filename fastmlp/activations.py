@@ -357,8 +357,9 @@ OUTPUT_ACTIVATIONS = {
         HIDDEN_ACTIVATIONS["logistic"],
         _mk("softmax", 20, "f(z)_c = exp(z_c - max z) / sum_k exp(z_k - max z)", _softmax,
             kind="output"),
-        _mk("exp", 21, "f(z) = exp(z), z clipped so that f(z) is a finite, positive normal number",
-            _exp, kind="output"),
+        _mk("exp", 21,
+            "f(z) = exp(z), z clipped so that f(z) is a finite, positive normal number", _exp,
+            kind="output"),
     ]
 }
 """Output-layer activations by name (chosen by the loss, not by the user)."""
