@@ -30,6 +30,7 @@ from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from . import _training
+from ._errors import NonFiniteOutputError
 from ._network import Network
 from .activations import ALIASES, HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS, resolve_activation
 from .backends import BACKENDS, choose_backend, get_backend
@@ -501,14 +502,30 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                 _clip_logits(out)
                 if apply_output:
                     OUTPUT_ACTIVATIONS[self.out_activation_].forward(out, out, None)
+            if np.isnan(out).any():
+                # a hidden layer overflowed to +-inf and the next layer added inf - inf:
+                # there is no prediction to give, only NaN
+                bad_rows = int(np.isnan(out).any(axis=1).sum())
+                raise NonFiniteOutputError(
+                    f"The network's activations overflowed on {bad_rows} of these {n} rows: "
+                    "its largest weight is "
+                    f"{float(np.abs(theta).max()):.3g}, and it has no finite prediction for "
+                    "them. Predict on inputs scaled as the training data was, or retrain with a "
+                    "lower learning_rate_init or a larger alpha.")
         return out
 
     def _score_with_function(self, X, y, sample_weight, score_function):
-        """Private score method without input validation."""
-        y_pred = self._predict(X, check_input=False)
+        """Private score method without input validation: NaN when the network has no
+        finite prediction for some row, and -inf rather than an overflow warning when the
+        predictions are too large to square (r2)."""
+        try:
+            y_pred = self._predict(X, check_input=False)
+        except NonFiniteOutputError:
+            return np.nan
         if np.issubdtype(y_pred.dtype, np.floating) and not np.isfinite(y_pred).all():
             return np.nan
-        return score_function(y, y_pred, sample_weight=sample_weight)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return score_function(y, y_pred, sample_weight=sample_weight)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -1042,6 +1059,29 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
 
     def _predict(self, X, check_input=True):
         return _one_output_flat(self._forward_pass_fast(X, check_input=check_input))
+
+    def score(self, X, y, sample_weight=None):
+        """Coefficient of determination R^2 of the prediction (``r2_score``).
+
+        As scikit-learn's, except that predictions too large to square give -inf (or NaN)
+        without an overflow warning.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Test samples.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            True values for ``X``.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        Returns
+        -------
+        score : float
+            R^2 of ``self.predict(X)`` against ``y``.
+        """
+        with np.errstate(over="ignore", invalid="ignore"):
+            return super().score(X, y, sample_weight=sample_weight)
 
     def _score(self, X, y, sample_weight=None):
         return self._score_with_function(X, y, sample_weight, r2_score)

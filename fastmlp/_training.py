@@ -18,6 +18,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
 from ._blas_threads import ONE_BLAS_THREAD
+from ._errors import NonFiniteOutputError
 from ._optim import (ADAM_T, LOSS, NESTEROV, SEED, SERIAL, SOLVER, SOLVER_CODES, STEP,
                      OptimizerState)
 from .losses import BY_OUT_ACTIVATION
@@ -143,8 +144,11 @@ def _restore_finite(est, X_train, candidates):
     for label, weights in candidates:
         np.copyto(theta, weights)
         with np.errstate(**_QUIET):
-            if np.isfinite(est._forward_kernels(sample, True)).all():
-                return label
+            try:
+                if np.isfinite(est._forward_kernels(sample, True)).all():
+                    return label
+            except NonFiniteOutputError:
+                pass  # NaN outputs: try the next candidate
     return label
 
 

@@ -543,8 +543,9 @@ cdef void act_forward(int code, const double* p, floating* Z, floating* A, float
             zr = Z + i * npre
             for j in range(npre):
                 z = zr[j] + b[j]
-                z = z if z < top else top
-                zr[j] = _fexp(z if z > bottom else bottom)
+                # NaN stays NaN (both comparisons false): forward then reports it
+                z = top if z > top else z
+                zr[j] = _fexp(bottom if z < bottom else z)
 
 
 cdef void act_backward(int code, floating* D, const floating* DA, const floating* Z,

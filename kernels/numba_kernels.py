@@ -430,6 +430,17 @@ def _exp_floor(x):
     return t(-707.7032713517042), t(1.7976931348623157e+308)
 
 
+@njit(**_F)
+def _exp_arg(z, bottom, top):
+    """``z`` clipped to ``[bottom, top]`` for the ``exp`` output; NaN stays NaN (``min`` and
+    ``max`` would turn it into a bound, and ``forward`` could not report it)."""
+    if z > top:
+        return top
+    if z < bottom:
+        return bottom
+    return z
+
+
 # ---------------------------------------------------------------------- matrix products
 @njit(**_F)
 def _serial_rows(m, nk, serial):
@@ -896,7 +907,7 @@ def _output_loss(loss_code, Z, b, Y, order, start, use_order, sw, has_sw, gb, ep
                 gb[j] += d
         elif loss_code == POISSON:
             for j in range(n):
-                p = t(_exp(np.float64(max(min(Z[i, j] + b[j], top), bottom))))
+                p = t(_exp(np.float64(_exp_arg(Z[i, j] + b[j], bottom, top))))
                 y = Y[r, j]
                 # y log(y / p); where y / p overflows (p near the smallest normal number),
                 # y (log y - log p) (losses.poisson)
@@ -959,7 +970,7 @@ def _output_forward(code, Z, b, apply_output, top):
         bottom = _exp_floor(Z)[0]
         for i in range(rows):
             for j in range(n):
-                Z[i, j] = _exp(np.float64(max(min(Z[i, j], top), bottom)))
+                Z[i, j] = _exp(np.float64(_exp_arg(Z[i, j], bottom, top)))
     elif code == SOFTMAX:
         for i in range(rows):
             m = Z[i, 0]

@@ -185,6 +185,46 @@ def test_poisson_training_with_large_targets(backend):
             assert np.isfinite(est.predict(X)).all()
 
 
+@pytest.mark.parametrize("cls", [MLPClassifier, MLPRegressor])
+def test_inf_minus_inf_in_the_network_is_a_clear_error(backend, cls):
+    """A hidden layer that overflows to +inf in two units whose output weights cancel gives
+    the output inf - inf: predict raises a ValueError that says so instead of returning NaN
+    (or labels cast from NaN); so does score, and the validation score of early stopping is
+    NaN."""
+    X = _data()
+    y = (X[:, 0] > 0).astype(int) if cls is MLPClassifier else X[:, 0]
+    est = cls(hidden_layer_sizes=(2,), activation="relu", max_iter=2, random_state=0,
+              backend=backend).fit(X, y)
+    est.coefs_[0][...] = 1e300
+    est.coefs_[1][...] = np.array([[1.0], [-1.0]])
+    est.intercepts_[0][...] = 0.0
+    rows = np.array([[0.0, 0.0, 0.0], [1e10, 0.0, 0.0]])  # the second overflows
+    methods = [est.predict] + ([est.predict_proba, est.predict_log_proba]
+                               if cls is MLPClassifier else [])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        for method in methods:
+            assert np.isfinite(method(rows[:1])).all()
+            with pytest.raises(ValueError, match="overflowed on 1 of these 2 rows"):
+                method(rows)
+        with pytest.raises(ValueError, match="overflowed on 1 of these 2 rows"):
+            est.score(rows, y[:2])
+        assert np.isnan(est._score(rows, y[:2]))
+
+
+def test_score_of_predictions_too_large_to_square(backend):
+    """r2 of finite predictions whose squares overflow: -inf, with no overflow warning (an
+    early-stopping fit scores its validation rows this way)."""
+    X = _data()
+    reg = MLPRegressor(hidden_layer_sizes=(2,), max_iter=2, random_state=0,
+                       backend=backend).fit(X, X[:, 0])
+    reg.intercepts_[-1][...] = 1e200
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert reg.score(X, X[:, 0]) == -np.inf
+        assert reg._score(X, X[:, 0]) == -np.inf
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_poisson_logits_below_the_smallest_normal(backend, dtype):
     """exp of a logit far below log(tiny) would be 0: the prediction stays a positive normal
