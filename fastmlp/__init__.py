@@ -3,8 +3,14 @@
 >>> from fastmlp import MLPClassifier   # instead of sklearn.neural_network.MLPClassifier
 """
 
-from ._estimators import MLPClassifier, MLPRegressor
-from .backends import available_backends
+from ._checkout import extend_path as _extend_path
+
+# imported from the source checkout (the current directory shadows the installed package):
+# take fastmlp.kernels from the installation (see fastmlp._checkout)
+__path__ = _extend_path(__path__, __name__)
+
+from ._estimators import MLPClassifier, MLPRegressor  # noqa: E402
+from .backends import available_backends  # noqa: E402
 
 __version__ = "0.1.0"
 
