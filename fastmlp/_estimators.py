@@ -502,10 +502,10 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                 _clip_logits(out)
                 if apply_output:
                     OUTPUT_ACTIVATIONS[self.out_activation_].forward(out, out, None)
-            if np.isnan(out).any():
+            bad_rows = int(np.isnan(out).any(axis=1).sum())
+            if bad_rows:
                 # a hidden layer overflowed to +-inf and the next layer added inf - inf:
                 # there is no prediction to give, only NaN
-                bad_rows = int(np.isnan(out).any(axis=1).sum())
                 raise NonFiniteOutputError(
                     f"The network's activations overflowed on {bad_rows} of these {n} rows: "
                     "its largest weight is "
@@ -517,12 +517,11 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
     def _score_with_function(self, X, y, sample_weight, score_function):
         """Private score method without input validation: NaN when the network has no
         finite prediction for some row, and -inf rather than an overflow warning when the
-        predictions are too large to square (r2)."""
+        predictions are too large to square (r2). Other predictions are finite: that is
+        the contract of :meth:`_forward_kernels`."""
         try:
             y_pred = self._predict(X, check_input=False)
         except NonFiniteOutputError:
-            return np.nan
-        if np.issubdtype(y_pred.dtype, np.floating) and not np.isfinite(y_pred).all():
             return np.nan
         with np.errstate(over="ignore", invalid="ignore"):
             return score_function(y, y_pred, sample_weight=sample_weight)
