@@ -46,7 +46,7 @@ def extend_path(path, name):
     spec = PathFinder.find_spec(name, elsewhere)
     if spec is None or not spec.submodule_search_locations:
         return list(path)
+    # the checkout's own entries were left out of the search, so these are other copies
     installed = [d for d in spec.submodule_search_locations
-                 if os.path.isdir(os.path.join(d, "kernels"))
-                 and os.path.abspath(d) not in map(os.path.abspath, path)]
+                 if os.path.isdir(os.path.join(d, "kernels"))]
     return list(path) + installed
