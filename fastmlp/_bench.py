@@ -21,7 +21,9 @@ What it measures (the workloads themselves are defined once, in
   timed as a whole process; scikit-learn, fastmlp with each backend and ``'auto'``, and an
   empty interpreter for reference.
 - **GridSearchCV scaling**: the same small grid on W1's data with ``n_jobs=1`` and
-  ``n_jobs=2`` under joblib's threading backend.
+  ``n_jobs=2`` under joblib's threading backend; then one fit of that grid alone, alone on
+  one core, and two at once in threads (:func:`run_grid_fit_scaling`), which shows what
+  caps the ratio.
 
 Outputs ``results.md``, ``results.json`` (every raw timing and the machine) and
 ``speedup.png`` into ``--out``; the Markdown table is also printed. Progress goes to stderr.
@@ -37,8 +39,10 @@ import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
+import warnings
 from datetime import datetime, timezone
 
 import numpy as np
@@ -700,6 +704,139 @@ def run_gridsearch(backends, repeats, quick):
     return res
 
 
+GRID_FIT_SETTINGS = {
+    "alone": "one fit at a time, as it runs (its batches may use the second core)",
+    "one_core": "one fit at a time in a fresh process held to one CPU, with "
+                "OMP_NUM_THREADS=OPENBLAS_NUM_THREADS=NUMBA_NUM_THREADS=1",
+    "two_in_threads": "two fits at once, each in its own thread (as GridSearchCV(n_jobs=2) runs "
+                 "them), time per fit",
+}
+"""The settings of :func:`run_grid_fit_scaling`, as the results describe them."""
+
+_ONE_CORE_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                 "NUMBA_NUM_THREADS")
+
+_GRID_FIT_SCRIPT = """\
+import json, os, sys
+if hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+from fastmlp._bench import grid_fit_times
+print(json.dumps(grid_fit_times(sys.argv[1], 1, *map(int, sys.argv[2:]))))
+"""
+
+
+def grid_fit_data(cv=3):
+    """W1's data cut to the size of one training split of the GridSearchCV section."""
+    X, y = bw.make_data("W1", quick=False)
+    n = len(X) * (cv - 1) // cv
+    return X[:n], y[:n]
+
+
+def grid_fit_times(backend, n_threads, fits_per_thread, repeats, epochs, cv=3):
+    """Wall time per fit of the grid's largest candidate, ``n_threads`` fits at once.
+
+    One fit is fastmlp's W1 estimator with ``epochs`` epochs (the grid's ``(64,)`` units
+    and default ``alpha``) on :func:`grid_fit_data`. Each of ``repeats`` rounds starts
+    ``n_threads`` threads that fit ``fits_per_thread`` times each, and records the round's
+    wall time over ``n_threads * fits_per_thread``. One untimed fit comes first (JIT
+    compilation, caches).
+
+    Returns
+    -------
+    list of float
+        Seconds per fit, one value per round.
+    """
+    from sklearn.exceptions import ConvergenceWarning
+
+    X, y = grid_fit_data(cv)
+    errors = []
+
+    def fit():
+        bw.make_estimator("fastmlp", "W1", epochs=epochs, backend=backend).fit(X, y)
+
+    def worker():
+        try:
+            for _ in range(fits_per_thread):
+                fit()
+        except Exception as exc:  # a thread's exception would otherwise only be printed
+            errors.append(exc)
+
+    # silenced once, here: catch_warnings in each thread would restore the filters out of
+    # order (the fixed number of epochs ends every fit with a ConvergenceWarning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fit()
+        per_fit = [_grid_fit_round(worker, n_threads, fits_per_thread) for _ in range(repeats)]
+    if errors:
+        raise errors[0]
+    return per_fit
+
+
+def _grid_fit_round(worker, n_threads, fits_per_thread):
+    if n_threads == 1 and RUNNING_FITS.serial():
+        # fits overlapped a moment ago (a round of threads, a search): they keep products
+        # serial for RUNNING_FITS.HOLD seconds; a lone fit runs as it would on its own
+        time.sleep(RUNNING_FITS.HOLD)
+    threads = [threading.Thread(target=worker) for _ in range(n_threads)]
+    t = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return (time.perf_counter() - t) / (n_threads * fits_per_thread)
+
+
+def _one_core_times(backend, fits, repeats, epochs, cv):
+    env = dict(os.environ)
+    env.update({var: "1" for var in _ONE_CORE_ENV})
+    proc = subprocess.run([sys.executable, "-c", _GRID_FIT_SCRIPT, backend, str(fits),
+                           str(repeats), str(epochs), str(cv)],
+                          capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError((proc.stderr.strip().splitlines()
+                            or [f"exit code {proc.returncode}"])[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_grid_fit_scaling(backends, quick):
+    """What caps the GridSearchCV ratio: one grid fit alone, on one core, and two in threads.
+
+    The ratio ``n_jobs=1`` / ``n_jobs=2`` of :func:`run_gridsearch` mixes how well fits in
+    threads run side by side with how much a lone fit already uses the second core. This
+    separates them, per backend (settings: :data:`GRID_FIT_SETTINGS`):
+
+    - ``thread_scaling`` = one core / two in threads: how the fits themselves scale;
+    - ``split_gain`` = one core / alone: what a lone fit gains from the other cores;
+    - ``ratio_cap`` = alone / two in threads: the search's ratio with nothing but fits in it.
+
+    10 fits per thread and 5 rounds per setting (2 and 1 with 3 epochs in quick mode).
+    """
+    fits, repeats, epochs = (2, 1, 3) if quick else (10, 5, 50)
+    cv = 2 if quick else 3
+    res = {"settings": dict(GRID_FIT_SETTINGS), "fits_per_thread": fits, "rounds": repeats,
+           "epochs": epochs, "rows": len(grid_fit_data(cv)[0]), "variants": {}}
+    for b in backends:
+        r = res["variants"][f"fastmlp-{b}"] = {"label": f"fastmlp-{b}", "backend": b,
+                                               "error": None}
+        try:
+            r["alone"] = grid_fit_times(b, 1, fits, repeats, epochs, cv)
+            r["two_in_threads"] = grid_fit_times(b, 2, fits, repeats, epochs, cv)
+            r["one_core"] = _one_core_times(b, fits, repeats, epochs, cv)
+        except Exception as exc:
+            r["error"] = f"{type(exc).__name__}: {exc}"
+            _log(f"grid per fit {b}: FAILED: {r['error']}")
+            continue
+        med = {}
+        for s in GRID_FIT_SETTINGS:
+            r[f"{s}_stats"] = _stats(r[s])
+            med[s] = r[f"{s}_stats"]["median"]
+        r["thread_scaling"] = med["one_core"] / med["two_in_threads"]
+        r["split_gain"] = med["one_core"] / med["alone"]
+        r["ratio_cap"] = med["alone"] / med["two_in_threads"]
+        _log(f"grid per fit {b}: " + ", ".join(f"{s.replace('_', ' ')} {t * 1e3:.1f} ms"
+                                                for s, t in med.items()))
+    return res
+
 # ----------------------------------------------------------------------------------- floors
 def check_floors(results):
     """Each floor of issue 4 for each compiled backend that ran: measured, floor, met.
@@ -946,6 +1083,30 @@ def render_markdown(results):
                      f" | {_fmt_s(b['median'])} ({_fmt_s(b['min'])}-{_fmt_s(b['max'])}) | "
                      f"{r['speedup']:.2f}x |")
         L.append("")
+    gf = results.get("grid_fit_scaling")
+    if gf and gf["variants"]:
+        L.append("### One fit of the grid: what caps the ratio\n")
+        L.append(f"The grid's (64,) candidate, {gf['rows']} rows, {gf['epochs']} epochs; "
+                 f"median ms per fit (min-max) over {gf['rounds']} rounds of "
+                 f"{gf['fits_per_thread']} fits per thread. "
+                 + "; ".join(f"*{k.replace('_', ' ')}*: {v}"
+                             for k, v in gf["settings"].items()) + ".\n")
+        L.append("Thread scaling = one core / two in threads (how fits in threads scale); "
+                 "split gain = one core / alone (what a lone fit already takes from the "
+                 "second core); ratio cap = alone / two in threads (the search's "
+                 "n_jobs=1 / n_jobs=2 with nothing but fits in it).\n")
+        L.append("| variant | alone ms | one core ms | two in threads ms | thread scaling | "
+                 "split gain | ratio cap |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- |")
+        for key, r in gf["variants"].items():
+            if r.get("error"):
+                L.append(f"| {key} | failed: {r['error'][:80]} | | | | | |")
+                continue
+            cells = [f"{s['median'] * 1e3:.1f} ({s['min'] * 1e3:.1f}-{s['max'] * 1e3:.1f})"
+                     for s in (r[f"{k}_stats"] for k in GRID_FIT_SETTINGS)]
+            L.append(f"| {key} | " + " | ".join(cells) + f" | {r['thread_scaling']:.2f}x | "
+                     f"{r['split_gain']:.2f}x | {r['ratio_cap']:.2f}x |")
+        L.append("")
 
     fl = results.get("floors")
     if fl:
@@ -1187,6 +1348,10 @@ def _run(args, argv):
         _log("== GridSearchCV scaling")
         results["gridsearch"] = run_gridsearch(backends, 1 if args.quick else 3, args.quick)
         failed |= any(r.get("error") for r in results["gridsearch"]["variants"].values())
+        _log("== GridSearchCV: one grid fit alone, on one core, two in threads")
+        results["grid_fit_scaling"] = run_grid_fit_scaling(backends, args.quick)
+        failed |= any(r.get("error")
+                      for r in results["grid_fit_scaling"]["variants"].values())
 
     results["floors"] = check_floors(results)
     meta = machine_info(status, use_torch)

@@ -34,6 +34,7 @@ def test_files_written(bench_run):
     md = (out / "results.md").read_text()
     assert "| W1 digits" in md and "sklearn f64" in md and "fastmlp numpy f64" in md
     assert "QUICK" in md
+    assert "### One fit of the grid: what caps the ratio" in md and "| fastmlp-numpy |" in md
     with open(out / "speedup.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
@@ -75,6 +76,41 @@ def test_json_structure(bench_run):
     for r in grid.values():
         assert _positive(r["speedup"])
         assert all(_positive(t) for t in r["n_jobs_1"] + r["n_jobs_2"])
+
+    per_fit = res["grid_fit_scaling"]
+    assert per_fit["rows"] == 898  # W1's 1797 rows, one training split of the quick 2-fold CV
+    r = per_fit["variants"]["fastmlp-numpy"]
+    assert r["error"] is None
+    for setting in ("alone", "one_core", "two_in_threads"):
+        assert len(r[setting]) == per_fit["rounds"] == 1
+        assert all(_positive(t) for t in r[setting])
+        assert r[f"{setting}_stats"]["median"] == r[setting][0]
+    assert r["thread_scaling"] == pytest.approx(r["one_core"][0] / r["two_in_threads"][0])
+    assert r["split_gain"] == pytest.approx(r["one_core"][0] / r["alone"][0])
+    assert r["ratio_cap"] == pytest.approx(r["alone"][0] / r["two_in_threads"][0])
+
+
+def test_grid_fit_scaling_reports_a_failing_backend():
+    # an error in a fit (here: in the first one, before any thread) is recorded, not timed
+    res = _bench.run_grid_fit_scaling(["no-such-backend"], quick=True)
+    r = res["variants"]["fastmlp-no-such-backend"]
+    assert "no-such-backend" in r["error"] and "alone" not in r
+
+
+def test_grid_fit_times_raises_an_error_from_a_thread(monkeypatch):
+    # a fit that fails inside a worker thread must not leave a timing behind
+    calls = []
+    real = _bench_workloads.make_estimator
+
+    def failing_after_warm_up(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("fit failed in a thread")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_bench_workloads, "make_estimator", failing_after_warm_up)
+    with pytest.raises(RuntimeError, match="fit failed in a thread"):
+        _bench.grid_fit_times("numpy", 2, 1, 1, epochs=1, cv=2)
 
 
 def test_cold_start_runs_fresh_processes():
