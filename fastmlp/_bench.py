@@ -940,6 +940,17 @@ def _fmt_mib(x):
     return "-" if x is None else f"{x / 2**20:.1f}"
 
 
+def _table_head(*columns):
+    """The header and separator lines of a Markdown table."""
+    return ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+
+
+def _failed_row(lead, error, n_columns):
+    """A table row for a variant that failed: its ``lead`` cells, the error, empty cells."""
+    cells = [*lead, f"failed: {(error or '')[:80]}"]
+    return "| " + " | ".join(cells) + " |" + " |" * (n_columns - len(cells))
+
+
 def render_markdown(results):
     """``results.md``: the tables of one run, from the dict written to ``results.json``."""
     meta = results["meta"]
@@ -1002,15 +1013,15 @@ def render_markdown(results):
                  "rounding; PyTorch draws its own initial weights). Peak memory: MiB traced "
                  "by tracemalloc during an extra one-epoch fit (Python and NumPy "
                  "allocations; not BLAS, compiled code's own mallocs or PyTorch).\n")
-        L.append("| workload | variant | median s | min-max s | vs sklearn f64 | "
-                 "vs fastmlp numpy | GFLOP/s | of GEMM peak | final loss | peak MiB |")
-        L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        L += _table_head("workload", "variant", "median s", "min-max s", "vs sklearn f64",
+                         "vs fastmlp numpy", "GFLOP/s", "of GEMM peak", "final loss",
+                         "peak MiB")
         for wid, res in tr.items():
             w = res["workload"]
             wl = f"{wid} {w['name']} ({w['n_samples']} x {w['n_features']}, {w['epochs_run']} ep)"
             for r in res["variants"].values():
                 if r.get("error") and not r.get("times"):
-                    L.append(f"| {wl} | {r['label']} | failed: {r['error'][:80]} | | | | | | | |")
+                    L.append(_failed_row((wl, r["label"]), r["error"], 10))
                     continue
                 loss = "-" if r.get("loss") is None else f"{r['loss']:.4g}"
                 L.append(
@@ -1030,12 +1041,11 @@ def render_markdown(results):
         L.append(f"Median time per call; one row: {n1} calls, each timed alone; all rows: "
                  f"{pr['n_rows_all']} rows. Through the public API (input validation "
                  "included), except PyTorch's bare forward.\n")
-        L.append("| variant | predict 1 row | predict_proba 1 row | predict all rows | "
-                 "predict_proba all rows | 1-row predict vs sklearn |")
-        L.append("| --- | --- | --- | --- | --- | --- |")
+        L += _table_head("variant", "predict 1 row", "predict_proba 1 row", "predict all rows",
+                         "predict_proba all rows", "1-row predict vs sklearn")
         for key, r in pr["variants"].items():
             if r.get("error"):
-                L.append(f"| {r['label']} | failed: {r['error'][:80]} | | | | |")
+                L.append(_failed_row((r["label"],), r["error"], 6))
                 continue
             o = r["ops"]
             label = r["label"] + (" (bare forward)" if key.startswith("torch") else "")
@@ -1054,11 +1064,11 @@ def render_markdown(results):
                  f"median and min-max of {results['cold_runs']} interleaved runs. `python` is "
                  "an empty interpreter for reference; 'first' is the first run of the "
                  "session (it may include writing JIT caches).\n")
-        L.append("| variant | median s | min-max s | first s | vs sklearn | backend used |")
-        L.append("| --- | --- | --- | --- | --- | --- |")
+        L += _table_head("variant", "median s", "min-max s", "first s", "vs sklearn",
+                         "backend used")
         for key, r in cs["variants"].items():
             if not r.get("times"):
-                L.append(f"| {key} | failed: {(r.get('error') or '')[:80]} | | | | |")
+                L.append(_failed_row((key,), r.get("error"), 6))
                 continue
             ratio = r.get("ratio_vs_sklearn")
             L.append(f"| {key} | {_fmt_s(r['median'])} | {_fmt_s(r['min'])}-{_fmt_s(r['max'])}"
@@ -1072,11 +1082,10 @@ def render_markdown(results):
         L.append("## GridSearchCV scaling (joblib threading backend)\n")
         L.append(f"W1 data, grid {gs['grid']} ({gs['cv']}-fold CV, {gs['epochs']} epochs, "
                  "refit=False), median seconds (min-max); speedup = n_jobs=1 / n_jobs=2.\n")
-        L.append("| variant | n_jobs=1 s | n_jobs=2 s | speedup |")
-        L.append("| --- | --- | --- | --- |")
+        L += _table_head("variant", "n_jobs=1 s", "n_jobs=2 s", "speedup")
         for key, r in gs["variants"].items():
             if "speedup" not in r:
-                L.append(f"| {key} | failed: {(r.get('error') or '')[:80]} | | |")
+                L.append(_failed_row((key,), r.get("error"), 4))
                 continue
             a, b = r["n_jobs_1_stats"], r["n_jobs_2_stats"]
             L.append(f"| {key} | {_fmt_s(a['median'])} ({_fmt_s(a['min'])}-{_fmt_s(a['max'])})"
@@ -1095,12 +1104,11 @@ def render_markdown(results):
                  "split gain = one core / alone (what a lone fit already takes from the "
                  "second core); ratio cap = alone / two in threads (the search's "
                  "n_jobs=1 / n_jobs=2 with nothing but fits in it).\n")
-        L.append("| variant | alone ms | one core ms | two in threads ms | thread scaling | "
-                 "split gain | ratio cap |")
-        L.append("| --- | --- | --- | --- | --- | --- | --- |")
+        L += _table_head("variant", "alone ms", "one core ms", "two in threads ms",
+                         "thread scaling", "split gain", "ratio cap")
         for key, r in gf["variants"].items():
             if r.get("error"):
-                L.append(f"| {key} | failed: {r['error'][:80]} | | | | | |")
+                L.append(_failed_row((key,), r["error"], 7))
                 continue
             cells = [f"{s['median'] * 1e3:.1f} ({s['min'] * 1e3:.1f}-{s['max'] * 1e3:.1f})"
                      for s in (r[f"{k}_stats"] for k in GRID_FIT_SETTINGS)]
@@ -1113,8 +1121,7 @@ def render_markdown(results):
         L.append("## Against the floors of issue 4 (informational, never asserted)\n")
         if results["quick"]:
             L.append("Quick mode: these are not the workloads the floors are defined on.\n")
-        L.append("| check | backend | measured | floor | met |")
-        L.append("| --- | --- | --- | --- | --- |")
+        L += _table_head("check", "backend", "measured", "floor", "met")
         for f in fl:
             m = f["measured"]
             if m is None:

@@ -143,3 +143,13 @@ def test_products_alone():
         assert len(r["times"]) == 2 and all(_positive(t) for t in r["times"])
         assert r["median"] == pytest.approx(sum(r["times"]) / 2)
         assert r["gflops"] == pytest.approx(flops / r["median"] / 1e9)
+
+
+@pytest.mark.parametrize("n_lead", [1, 2])
+def test_failed_row_has_as_many_cells_as_its_table(n_lead):
+    # a failed variant's row must line up with the header, or the Markdown table breaks
+    head, sep = _bench._table_head(*[f"c{i}" for i in range(6)])
+    row = _bench._failed_row([f"v{i}" for i in range(n_lead)], "x" * 200, 6)
+    assert head.count("|") == sep.count("|") == row.count("|") == 7
+    assert f"failed: {'x' * 80} |" in row
+    assert _bench._failed_row(["v"], None, 6).startswith("| v | failed:  |")
