@@ -6,6 +6,7 @@ finite and positive. No timing is compared with anything (a slow machine must no
 
 import json
 import math
+import os
 
 import pytest
 
@@ -124,6 +125,13 @@ def test_cold_start_runs_fresh_processes():
         assert r["error"] is None, (key, r["error"])
         assert _positive(r["median"]) and _positive(r["ratio_vs_sklearn"])
     assert res["variants"]["fastmlp-numpy"]["backend_used"] == "numpy"
+    # fastmlp's bytecode was written first (as pip install leaves it), so the processes load
+    # it instead of compiling fastmlp's sources each time
+    assert res["bytecode"] is True
+    import importlib.util
+
+    import fastmlp._estimators
+    assert os.path.exists(importlib.util.cache_from_source(fastmlp._estimators.__file__))
 
 
 def test_bad_arguments():

@@ -476,3 +476,51 @@ def test_whole_fit_agrees_with_numpy_backend(task, act, solver, extra, dtype):
         _close(got.predict_proba(X), want.predict_proba(X), rtol, "predict_proba")
     else:
         _close(got.predict(X), want.predict(X), rtol, "predict")
+
+
+_ONE_DTYPE_SCRIPT = """
+import numpy as np
+from sklearn.datasets import load_digits
+from fastmlp import MLPClassifier
+from fastmlp.kernels import numba_kernels as nk
+X, y = load_digits(return_X_y=True)
+MLPClassifier(hidden_layer_sizes=(16,), max_iter=2, backend="numba").fit(X, y).predict(X[:1])
+kernels = ("train_epoch_kernel", "train_epoch_parallel_kernel", "loss_grad_kernel",
+           "forward_kernel")
+print({k: sorted(str(d) for d in getattr(nk, k)._by_dtype) for k in kernels})
+"""
+
+
+def test_a_process_loads_only_the_kernels_of_the_dtype_it_runs():
+    # a float64 fit and predict make (load or compile) float64 dispatchers only: the cold
+    # start loads 2-3 epoch/forward kernels instead of 8
+    import ast
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _ONE_DTYPE_SCRIPT], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    made = ast.literal_eval(proc.stdout.strip().splitlines()[-1])
+    assert made["forward_kernel"] == ["float64"]
+    assert made["loss_grad_kernel"] == []
+    epoch = made["train_epoch_kernel"] + made["train_epoch_parallel_kernel"]
+    assert epoch == ["float64"]
+
+
+def test_per_dtype_kernels_never_compile_new_types():
+    net = _network([6], ["relu"], "softmax", n_in=4)
+    theta = _theta(net, np.float64)
+    X = np.ones((5, 4), np.float32)  # float32 rows with float64 weights: no signature
+    out = np.empty((5, 3))
+    work = _work(nb, net, 5, np.float64)
+    k = numba_kernels.forward_kernel
+    with pytest.raises(TypeError):
+        k(theta, net.layout, net.act_params, X, out, True, 5, work)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        k(theta.astype(np.int64), net.layout, net.act_params, X, out, True, 5, work)
+    with pytest.raises(TypeError, match="ndarray"):
+        k(list(theta), net.layout, net.act_params, X, out, True, 5, work)
+    assert k(theta, net.layout, net.act_params, X.astype(np.float64), out, True, 5, work) == 0
+    assert len(k.dispatcher(np.float64).signatures) == 1
+    assert np.dtype(np.int64) not in k._by_dtype
