@@ -7,9 +7,10 @@ does it say which array is wrong, or convert the arrays the kernels only read. T
 themselves check shapes against the layout. Entry points and arrays are described in
 ``docs/kernel_contract.md``.
 
-Importing this module imports Numba and loads (or, the first time, compiles) the kernels; if
-Numba is missing the ImportError propagates, and ``fastmlp.backends.get_backend`` turns it into
-a clear error.
+Importing this module imports Numba and loads (or, the first time, compiles) the small
+kernels; the epoch, loss-gradient and forward kernels are loaded per dtype on first use
+(``numba_kernels.PerDtype``). If Numba is missing the ImportError propagates, and
+``fastmlp.backends.get_backend`` turns it into a clear error.
 """
 
 import functools
