@@ -64,6 +64,7 @@ backward pass the delta of layer ``l`` overwrites ``Z_l``, which is dead by then
 """
 
 import math
+import threading
 from types import FunctionType
 
 import numpy as np
@@ -186,6 +187,7 @@ class PerDtype:
         self._make_sig = make_sig
         self.targetoptions = dict(flags)
         self._by_dtype = {}
+        self._lock = threading.Lock()
         self.__name__ = py_func.__name__
         self.__qualname__ = py_func.__qualname__
         self.__doc__ = py_func.__doc__
@@ -199,14 +201,15 @@ class PerDtype:
             If ``dtype`` is not float32 or float64.
         """
         dtype = np.dtype(dtype)
-        disp = self._by_dtype.get(dtype)
-        if disp is None:
-            if dtype not in self._NUMBA_TYPES:
-                raise TypeError(f"{self.__name__} has no signature for theta of dtype "
-                                f"{dtype}; it takes float32 or float64")
-            disp = njit([self._make_sig(self._NUMBA_TYPES[dtype])],
-                        **self.targetoptions)(self.py_func)
-            self._by_dtype[dtype] = disp
+        if dtype not in self._NUMBA_TYPES:
+            raise TypeError(f"{self.__name__} has no signature for theta of dtype {dtype}; "
+                            "it takes float32 or float64")
+        with self._lock:  # two threads' first calls (GridSearchCV) make one dispatcher
+            disp = self._by_dtype.get(dtype)
+            if disp is None:
+                disp = njit([self._make_sig(self._NUMBA_TYPES[dtype])],
+                            **self.targetoptions)(self.py_func)
+                self._by_dtype[dtype] = disp
         return disp
 
     def __call__(self, theta, *args):
