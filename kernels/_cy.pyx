@@ -81,13 +81,36 @@ cdef extern from *:
     """
     void prefetch "FASTMLP_PREFETCH"(const void*) noexcept nogil
 
+cdef extern from *:
+    """
+    /* Flush-to-zero and denormals-are-zero while a kernel runs (x86 MXCSR bits 15 and 6);
+       the caller's mode is restored on exit. Elsewhere no-ops. */
+    #if defined(__SSE2__) || defined(__x86_64__) || defined(_M_X64)
+    #include <xmmintrin.h>
+    static inline unsigned int fastmlp_ftz_enter(void) {
+        unsigned int old = _mm_getcsr();
+        _mm_setcsr(old | 0x8040u);
+        return old;
+    }
+    static inline void fastmlp_ftz_exit(unsigned int old) { _mm_setcsr(old); }
+    static inline unsigned int fastmlp_fp_mode(void) { return _mm_getcsr(); }
+    #else
+    static inline unsigned int fastmlp_ftz_enter(void) { return 0u; }
+    static inline void fastmlp_ftz_exit(unsigned int old) { (void)old; }
+    static inline unsigned int fastmlp_fp_mode(void) { return 0u; }
+    #endif
+    """
+    unsigned int ftz_enter "fastmlp_ftz_enter"() noexcept nogil
+    void ftz_exit "fastmlp_ftz_exit"(unsigned int) noexcept nogil
+    unsigned int c_fp_mode "fastmlp_fp_mode"() noexcept nogil
+
 # rows of X ahead of the one being copied whose first cache line is requested
 cdef enum:
     PREFETCH_ROWS = 8
 
 __all__ = ["workspace_size", "split_batches", "train_epoch", "loss_grad", "forward",
            "rrelu_uniform", "activation_forward", "row_major_gemm", "optimizer_step",
-           "cpu_supports_avx2"]
+           "cpu_supports_avx2", "fp_mode"]
 
 cdef double SQRT_2 = sqrt(2.0)
 cdef double SQRT_2_OVER_PI = sqrt(2.0 / 3.141592653589793)
@@ -1119,6 +1142,7 @@ cdef double _train_epoch(const Net* net, floating* theta, floating* grad, floati
     cdef bint adam = counters[C_SOLVER] == 1
     cdef int64_t t
     cdef int w
+    cdef unsigned int csr_w
     cdef uint64_t seed = <uint64_t>counters[C_SEED], k_batch
     cdef Net net_h = net[0]
     # SPLIT_SERIAL halves always run their products as gemm_serial's blocks; those of
@@ -1141,10 +1165,12 @@ cdef double _train_epoch(const Net* net, floating* theta, floating* grad, floati
             count[1] = rows - count[0]
             if n_threads > 1:
                 for w in prange(2, num_threads=n_threads, schedule="static", chunksize=1):
+                    csr_w = ftz_enter()   # each thread has its own MXCSR
                     data_w[w] = _batch_part(net, theta, grad if w == 0 else grad1, X, Y,
                                             sw, order + first[w], count[w], h, k_batch, loss,
                                             work + w * h * net.row_width, &S_w[w], n_x,
                                             first[w] - start)
+                    ftz_exit(csr_w)
             else:
                 # outside any OpenMP region: GNU OpenMP's thread pool does not survive
                 # fork(), and a forked child (multiprocessing) entering one would hang
@@ -1447,7 +1473,9 @@ def train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sample_weight,
     cdef int n_threads = max(1, min(2, openmp.omp_get_max_threads()))
     if net.serial or (split == SPLIT_ONE_BLAS and pc[C_SERIAL] != 2):
         n_threads = 1
+    cdef unsigned int csr
     with nogil:
+        csr = ftz_enter()
         if tn == cnp.NPY_DOUBLE:
             loss = _train_epoch(&net, <double*>cnp.PyArray_DATA(th),
                                 <double*>cnp.PyArray_DATA(gr), <double*>cnp.PyArray_DATA(op),
@@ -1466,6 +1494,7 @@ def train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sample_weight,
                                 <const double*>cnp.PyArray_DATA(hy),
                                 <int64_t*>cnp.PyArray_DATA(co), <float*>cnp.PyArray_DATA(wk), n,
                                 split, n_threads)
+        ftz_exit(csr)
     return loss
 
 
@@ -1556,7 +1585,9 @@ def loss_grad(theta, grad, layout, act_params, X, Y, sample_weight, double alpha
         raise ValueError("loss_grad needs at least one sample")
     _check_work(wk, &net, n)
     cdef void* p_sw = NULL if sw is None else cnp.PyArray_DATA(sw)
+    cdef unsigned int csr
     with nogil:
+        csr = ftz_enter()
         if tn == cnp.NPY_DOUBLE:
             loss = _loss_grad(&net, <const double*>cnp.PyArray_DATA(th),
                               <double*>cnp.PyArray_DATA(gr), <const double*>cnp.PyArray_DATA(x),
@@ -1567,6 +1598,7 @@ def loss_grad(theta, grad, layout, act_params, X, Y, sample_weight, double alpha
                               <float*>cnp.PyArray_DATA(gr), <const float*>cnp.PyArray_DATA(x),
                               <const float*>cnp.PyArray_DATA(y), <const float*>p_sw, n,
                               alpha, pc, <float*>cnp.PyArray_DATA(wk))
+        ftz_exit(csr)
     return loss
 
 
@@ -1627,7 +1659,9 @@ def forward(theta, layout, act_params, X, out, bint apply_output, Py_ssize_t chu
     chunk_rows = min(chunk_rows, n)
     _check_work(wk, &net, chunk_rows)
     cdef Py_ssize_t n_x = cnp.PyArray_SIZE(x), n_o = cnp.PyArray_SIZE(o)
+    cdef unsigned int csr
     with nogil:
+        csr = ftz_enter()
         if tn == cnp.NPY_DOUBLE:
             status = _forward_status(&net, <const double*>cnp.PyArray_DATA(th),
                                      <const double*>cnp.PyArray_DATA(x), n, n_x,
@@ -1638,6 +1672,7 @@ def forward(theta, layout, act_params, X, out, bint apply_output, Py_ssize_t chu
                                      <const float*>cnp.PyArray_DATA(x), n, n_x,
                                      <float*>cnp.PyArray_DATA(o), n_o, apply_output,
                                      chunk_rows, <float*>cnp.PyArray_DATA(wk))
+        ftz_exit(csr)
     return status
 
 
@@ -1645,6 +1680,12 @@ def forward(theta, layout, act_params, X, out, bint apply_output, Py_ssize_t chu
 def cpu_supports_avx2():
     """Whether this CPU and OS run AVX2 code (selects the ``_cy_avx2`` build)."""
     return bool(fastmlp_cpu_supports_avx2())
+
+
+def fp_mode():
+    """The calling thread's MXCSR on x86, else 0: the kernels set flush-to-zero and
+    denormals-are-zero while they run and must leave it as they found it."""
+    return int(c_fp_mode())
 
 
 

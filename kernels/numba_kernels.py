@@ -64,11 +64,13 @@ backward pass the delta of layer ``l`` overwrites ``Z_l``, which is dead by then
 """
 
 import math
+import platform
 import threading
 from types import FunctionType
 
 import numpy as np
 from numba import boolean, float32, float64, int64, njit, prange, types, void
+from numba.core import cgutils
 from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic
 from numba.np.arrayobj import make_array, populate_array
@@ -240,6 +242,90 @@ def _unlit(typingctx, x):
         return context.cast(builder, args[0], sig.args[0], sig.return_type)
 
     return plain(x), codegen
+
+
+# ------------------------------------------------------------------ subnormal numbers
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
+FTZ_DAZ = 0x8040
+"""MXCSR bits set while a kernel runs on x86: flush-to-zero (results below the dtype's
+smallest normal number are 0) and denormals-are-zero (such inputs are read as 0)."""
+
+
+def _csr_codegen(name):
+    def call(builder, ptr):
+        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer()])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, name)
+        builder.call(fn, [builder.bitcast(ptr, ir.IntType(8).as_pointer())])
+    return call
+
+
+_stmxcsr_call = _csr_codegen("llvm.x86.sse.stmxcsr")
+_ldmxcsr_call = _csr_codegen("llvm.x86.sse.ldmxcsr")
+
+
+@intrinsic
+def _read_mxcsr(typingctx):
+    """The calling thread's MXCSR (x86 only)."""
+    def codegen(context, builder, sig, args):
+        ptr = cgutils.alloca_once(builder, ir.IntType(32))
+        _stmxcsr_call(builder, ptr)
+        return builder.zext(builder.load(ptr), ir.IntType(64))
+
+    return types.int64(), codegen
+
+
+@intrinsic
+def _write_mxcsr(typingctx, value):
+    """Load ``value`` (int64, low 32 bits) into the calling thread's MXCSR (x86 only)."""
+    def codegen(context, builder, sig, args):
+        ptr = cgutils.alloca_once(builder, ir.IntType(32))
+        builder.store(builder.trunc(args[0], ir.IntType(32)), ptr)
+        _ldmxcsr_call(builder, ptr)
+        return context.get_dummy_value()
+
+    return types.void(types.int64), codegen
+
+
+if _X86:
+    @njit(**_F)
+    def _ftz_enter():
+        """Set flush-to-zero and denormals-are-zero on the calling thread; return its
+        previous MXCSR for :func:`_ftz_exit`.
+
+        Arithmetic on subnormal numbers takes a microcode assist of about a hundred cycles
+        per operation on many x86 cores: a float32 fit whose Adam moments or dead units'
+        weights decay into that range (W2: 1 % of theta and 40 % of the moments after 20
+        epochs) ran 6x slower than in float64 on an Intel Xeon. Flushing changes only
+        values below 1.2e-38 (float32) or 2.2e-308 (float64), which are 0 to the
+        precision of any weight or loss."""
+        old = _read_mxcsr()
+        _write_mxcsr(old | FTZ_DAZ)
+        return old
+
+    @njit(**_F)
+    def _ftz_exit(old):
+        """Restore the MXCSR that :func:`_ftz_enter` returned."""
+        _write_mxcsr(old)
+
+    @njit(**_F)
+    def fp_mode():
+        """The calling thread's MXCSR (for tests: kernels must leave it as they found it)."""
+        return _read_mxcsr()
+else:
+    @njit(**_F)
+    def _ftz_enter():
+        """No-op off x86: subnormal numbers are computed, as NumPy does."""
+        return np.int64(0)
+
+    @njit(**_F)
+    def _ftz_exit(old):
+        """No-op off x86."""
+        pass
+
+    @njit(**_F)
+    def fp_mode():
+        """0 off x86 (the kernels do not change the floating-point mode there)."""
+        return np.int64(0)
 
 
 @njit(**_F)
@@ -1414,16 +1500,19 @@ def _train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sw, has_sw, o
     grad1 = work[work.shape[0] - n_params :]
     parts = np.zeros(4)  # per half: sum_i w_i l_i, sum_i w_i
     loss_sum = 0.0
+    csr = _ftz_enter()  # after every check: nothing below raises
     for start in range(0, n, batch_size):
         rows = min(batch_size, n - start)
         if split and rows >= SPLIT_MIN_ROWS:
             c0 = (rows + 1) // 2
             for w in prange(2):
+                csr_w = _ftz_enter()  # each thread has its own MXCSR
                 parts[w], parts[2 + w] = _batch_part(
                     theta, grad if w == 0 else grad1, layout, act_params, X, Y, order,
                     start + w * c0, c0 if w == 0 else rows - c0, use_order, sw, has_sw,
                     loss_code, seed, counters[STEP], work[w * size_h : (w + 1) * size_h],
                     offs_h, eps, top, serial, w * c0)
+                _ftz_exit(csr_w)
             total = parts[0] + parts[1]
             S = parts[2] + parts[3]
             for i in range(n_params):
@@ -1436,6 +1525,7 @@ def _train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sw, has_sw, o
         batch_loss = _data_loss(total, loss_code, S, n_out) + 0.5 * alpha * ss / S
         loss_sum += batch_loss * rows
         counters[STEP] += 1
+    _ftz_exit(csr)
     return loss_sum
 
 
@@ -1498,6 +1588,7 @@ def _loss_grad(theta, grad, layout, act_params, X, Y, sw, has_sw, alpha, counter
     # the rows are copied into XB, so the batch code is compiled once per dtype
     no_order, start, use_order = counters[:0], _unlit(0), _unlit(False)
     loss_code = counters[LOSS]
+    csr = _ftz_enter()  # after every check: nothing below raises
     total, S = _batch_part(theta, grad, layout, act_params, X, Y, no_order, start, n,
                            use_order, sw, has_sw, loss_code, counters[SEED], counters[STEP],
                            work, offs, eps, top, counters[SERIAL] == 1, _unlit(0))
@@ -1511,6 +1602,7 @@ def _loss_grad(theta, grad, layout, act_params, X, Y, sw, has_sw, alpha, counter
     for i in range(rest.shape[0]):
         rest[i] = rest[i] / s
     ss = _sum_squares(theta[:n_coef])
+    _ftz_exit(csr)
     return _data_loss(total, loss_code, S, layout[L - 1, FAN_OUT]) + 0.5 * alpha * ss / S
 
 
@@ -1574,6 +1666,7 @@ def _forward(theta, layout, act_params, X, out, apply_output, chunk_rows, work):
     if not _all_finite(X):
         return 1
     eps, top = _dtype_consts(work)
+    csr = _ftz_enter()  # after every check: nothing below raises
     for start in range(0, n, chunk_rows):
         stop = min(start + chunk_rows, n)
         rows = stop - start
@@ -1597,6 +1690,7 @@ def _forward(theta, layout, act_params, X, out, apply_output, chunk_rows, work):
                                 _unlit(False), np.uint64(0), _unlit(0))
             else:
                 _output_forward(layout[l, ACT], Z, b, apply_output, top)
+    _ftz_exit(csr)
     return 0 if _all_finite(out) else 2
 
 
