@@ -799,12 +799,20 @@ def _grid_fit_round(worker, n_threads, fits_per_thread):
         # fits overlapped a moment ago (a round of threads, a search): they keep products
         # serial for RUNNING_FITS.HOLD seconds; a lone fit runs as it would on its own
         time.sleep(RUNNING_FITS.HOLD)
-    threads = [threading.Thread(target=worker) for _ in range(n_threads)]
     t = time.perf_counter()
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    if n_threads == 1:
+        # in the calling thread, as GridSearchCV(n_jobs=1) fits: with GNU OpenMP, a second
+        # thread that runs a parallel region gets its own pool, and once more pool threads
+        # exist than CPUs, libgomp's waiting threads stop spinning and sleep, so a fit's
+        # split batches wait for a futex wake-up each (twice the time per fit, measured on a
+        # 2-core VM)
+        worker()
+    else:
+        threads = [threading.Thread(target=worker) for _ in range(n_threads)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
     return (time.perf_counter() - t) / (n_threads * fits_per_thread)
 
 
@@ -830,6 +838,9 @@ def run_grid_fit_scaling(backends, quick):
     - ``thread_scaling`` = one core / two in threads: how the fits themselves scale;
     - ``split_gain`` = one core / alone: what a lone fit gains from the other cores;
     - ``ratio_cap`` = alone / two in threads: the search's ratio with nothing but fits in it.
+
+    *Alone* runs in the calling thread, as ``n_jobs=1`` does; *two in threads* in two new
+    threads, as joblib's threading backend does.
 
     10 fits per thread and 5 rounds per setting (2 and 1 with 3 epochs in quick mode).
     """

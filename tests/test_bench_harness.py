@@ -8,6 +8,8 @@ import json
 import math
 import os
 
+import threading
+
 import pytest
 
 from fastmlp import _bench, _bench_workloads
@@ -112,6 +114,23 @@ def test_grid_fit_times_raises_an_error_from_a_thread(monkeypatch):
     monkeypatch.setattr(_bench_workloads, "make_estimator", failing_after_warm_up)
     with pytest.raises(RuntimeError, match="fit failed in a thread"):
         _bench.grid_fit_times("numpy", 2, 1, 1, epochs=1, cv=2)
+
+
+def test_grid_fit_alone_runs_in_the_calling_thread(monkeypatch):
+    # as GridSearchCV(n_jobs=1) does; two at once run in two new threads
+    seen = []
+    real = _bench_workloads.make_estimator
+
+    def recording(*args, **kwargs):
+        seen.append(threading.get_ident())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_bench_workloads, "make_estimator", recording)
+    _bench.grid_fit_times("numpy", 1, 2, 1, epochs=1, cv=2)
+    assert set(seen) == {threading.get_ident()}
+    seen.clear()
+    _bench.grid_fit_times("numpy", 2, 1, 1, epochs=1, cv=2)
+    assert len(set(seen[1:])) == 2 and threading.get_ident() not in seen[1:]
 
 
 def test_cold_start_runs_fresh_processes():
