@@ -7,7 +7,6 @@ finite and positive. No timing is compared with anything (a slow machine must no
 import json
 import math
 import os
-
 import threading
 
 import pytest
