@@ -225,7 +225,7 @@ def fit_stochastic(est, backend, X, Y, sample_weight, incremental):
     at_start = theta.copy()
     split_kind = getattr(backend, "split_kind", None)
     one_blas = split_kind is not None and split_kind(
-        net.layout, net.act_params, batch_size) == SPLIT_ONE_BLAS
+        net.layout, net.act_params, batch_size, dtype) == SPLIT_ONE_BLAS
     try:
         with RUNNING_FITS, ONE_BLAS_THREAD.hold(one_blas) as blas_one:
             est.n_iter_ = 0

@@ -119,9 +119,10 @@ cdef double batch_loss_grad(const Net* net, const floating* theta, floating* gra
 cdef double sgd_step(floating* theta, floating* grad, floating* vel, Py_ssize_t n,
                      Py_ssize_t n_coef, double lr, double momentum, bint nesterov,
                      double alpha, double sw_sum, bint zero_grad) noexcept nogil
-cdef double adam_step(floating* theta, floating* grad, floating* m, floating* v,
+cdef double adam_step(floating* theta, floating* grad, floating* grad1, floating* m,
+                      floating* v,
                       Py_ssize_t n, Py_ssize_t n_coef, double lr_t, double beta_1,
                       double beta_2, double epsilon, double alpha,
-                      double sw_sum, bint zero_grad) noexcept nogil
+                      double sw_sum, bint zero_grad, int n_threads) noexcept nogil
 cdef double finish_grad(const floating* theta, floating* grad, Py_ssize_t n,
                         Py_ssize_t n_coef, double alpha, double sw_sum) noexcept nogil

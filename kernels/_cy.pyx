@@ -119,17 +119,23 @@ cdef double GELU_C = 0.044715
 cdef double SELU_LAMBDA = 1.0507009873554805
 cdef double SELU_ALPHA = 1.6732632423543772
 
-# Batches of at least SPLIT_MIN_ROWS rows of a network whose half-batch products are at
-# most SPLIT_MAX_MNK multiply-adds each (:func:`split_kind`) are computed as two halves, in
-# two OpenMP threads when the fit runs alone; smaller ones whole. SPLIT_SERIAL: every
-# product of a half stays on its BLAS thread by itself (or as row blocks, gemm_serial);
-# SPLIT_ONE_BLAS: some do not, so the halves run in threads only while Python holds BLAS at
-# one thread (counters[SERIAL] == 2). The gain shrinks as products grow (Cython, 200-row
-# batches of 100 features: W3's 256-128 25-37 %, 512-256 15 % (13.1 M), 512-512 5 % (26.2 M),
-# W4 none), and summing the halves' gradients is one more pass over the weights.
+# Batches of at least SPLIT_MIN_ROWS rows are computed as two halves (:func:`split_kind`),
+# in two OpenMP threads when the fit runs alone: in float32, only networks whose half-batch
+# products are at most SPLIT_MAX_MNK_F32 multiply-adds each; in float64, every network.
+# SPLIT_SERIAL: every product of a half stays on its BLAS thread by itself (or as row
+# blocks, gemm_serial); SPLIT_ONE_BLAS: some do not, so the halves run in threads only while
+# Python holds BLAS at one thread (counters[SERIAL] == 2). Halves in threads also run the
+# Adam step of a large network in two threads, fused with the sum of their gradients
+# (:func:`adam_step`). Measured on 2 cores (Cython, 2 epochs of 20000 rows, 100 features,
+# 200-row batches unless said), whole batches (BLAS threading the products) against halves:
+# float64 512-256 0.431 -> 0.409 s, 512-512 0.729 -> 0.598, 1024-512 1.293 -> 1.140,
+# 1024-1024 (256 rows) 2.198 -> 1.955, W4 (784 features) 3.09 -> 2.90; float32 512-512
+# 0.382 -> 0.333, 2048 (256 rows) 0.303 -> 0.241, but 1024-1024 1.044 -> 1.046 and W4 1.54
+# -> 1.78: in float32 the multiply-adds are twice as fast and each half packs the whole
+# weight matrix for its products, so the packing outweighs the gain on large layers.
 cdef enum:
     SPLIT_MIN_ROWS = 64
-    SPLIT_MAX_MNK = 16777216    # 2**24
+    SPLIT_MAX_MNK_F32 = 67108864    # 2**26; float64 batches split whatever their size
     SPLIT_NONE = 0
     SPLIT_SERIAL = 1
     SPLIT_ONE_BLAS = 2
@@ -142,6 +148,7 @@ cdef enum:
 # W4's 1.86 M float32 parameters took 1.05 ms instead of 1.24 ms.
 cdef enum:
     OPT_BLOCK = 256
+    OPT_PAR_MIN = 262144    # entries; below, a fork/join costs more than half the loop
     SUMSQ_LANES = 16    # partial sums of _sumsq: two AVX2 registers of float32
 
 
@@ -973,18 +980,28 @@ cdef double sgd_step(floating* theta, floating* grad, floating* vel, Py_ssize_t 
     return ss
 
 
-cdef inline void _adam_block(floating* theta, floating* grad, floating* m1,
-                             floating* m2, Py_ssize_t n, floating nlr, floating b1,
-                             floating c1, floating b2, floating c2, floating eps,
-                             bint l2, floating alpha, floating inv_s,
-        bint zero_grad) noexcept nogil:
+cdef inline void _adam_block(floating* theta, floating* grad, floating* grad1,
+                             floating* m1, floating* m2, Py_ssize_t n, floating nlr,
+                             floating b1, floating c1, floating b2, floating c2,
+                             floating eps, bint l2, floating alpha, floating inv_s,
+                             bint zero_grad, bint two) noexcept nogil:
+    # ``two``: the gradient is ``grad + grad1`` (the halves of a split batch), summed here
+    # instead of in a pass of its own; ``grad1`` is zeroed with ``grad`` (``zero_grad``),
+    # and otherwise ``grad`` keeps the sum (the intercepts' entries)
     cdef Py_ssize_t i
     cdef floating g, a, b
     for i in range(n):
+        g = grad[i]
+        if two:
+            g = g + grad1[i]
+            if zero_grad:
+                grad1[i] = 0
+            else:
+                grad[i] = g
         if l2:
-            g = (grad[i] + alpha * theta[i]) * inv_s
+            g = (g + alpha * theta[i]) * inv_s
         else:
-            g = grad[i] * inv_s
+            g = g * inv_s
         if zero_grad:
             grad[i] = 0
         a = m1[i] * b1 + g * c1
@@ -994,37 +1011,107 @@ cdef inline void _adam_block(floating* theta, floating* grad, floating* m1,
         theta[i] = theta[i] + (a * nlr) / (_fsqrt(b) + eps)
 
 
-cdef double adam_step(floating* theta, floating* grad, floating* m, floating* v,
+cdef double _adam_range(floating* theta, floating* grad, floating* grad1, floating* m,
+                        floating* v, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t n_coef,
+                        floating nlr, floating b1, floating c1, floating b2, floating c2,
+                        floating eps, double alpha, floating S,
+                        bint zero_grad) noexcept nogil:
+    """:func:`adam_step` on the entries ``[lo, hi)``; returns their part of ``||W||^2``.
+    Each call of ``_adam_block`` passes its flags as constants, so the compiler inlines
+    a loop without branches for each case."""
+    cdef Py_ssize_t start, cnt, top = min(hi, n_coef)
+    cdef double ss = 0.0
+    cdef floating al = <floating>alpha
+    cdef floating* g1 = NULL
+    start = lo
+    while start < top:
+        cnt = min(<Py_ssize_t>OPT_BLOCK, top - start)
+        if grad1 != NULL:
+            g1 = grad1 + start
+        if alpha != 0:
+            ss += _sumsq(theta + start, cnt)
+            if grad1 == NULL:
+                _adam_block(theta + start, grad + start, g1, m + start, v + start, cnt,
+                            nlr, b1, c1, b2, c2, eps, True, al, S, zero_grad, False)
+            elif zero_grad:
+                _adam_block(theta + start, grad + start, g1, m + start, v + start, cnt,
+                            nlr, b1, c1, b2, c2, eps, True, al, S, True, True)
+            else:
+                _adam_block(theta + start, grad + start, g1, m + start, v + start, cnt,
+                            nlr, b1, c1, b2, c2, eps, True, al, S, False, True)
+        elif grad1 == NULL:
+            _adam_block(theta + start, grad + start, g1, m + start, v + start, cnt,
+                        nlr, b1, c1, b2, c2, eps, False, al, S, zero_grad, False)
+        elif zero_grad:
+            _adam_block(theta + start, grad + start, g1, m + start, v + start, cnt,
+                        nlr, b1, c1, b2, c2, eps, False, al, S, True, True)
+        else:
+            _adam_block(theta + start, grad + start, g1, m + start, v + start, cnt,
+                        nlr, b1, c1, b2, c2, eps, False, al, S, False, True)
+        start += cnt
+    start = max(lo, n_coef)
+    if start < hi:
+        if grad1 == NULL:
+            _adam_block(theta + start, grad + start, g1, m + start, v + start, hi - start,
+                        nlr, b1, c1, b2, c2, eps, False, al, S, False, False)
+        else:
+            _adam_block(theta + start, grad + start, grad1 + start, m + start, v + start,
+                        hi - start, nlr, b1, c1, b2, c2, eps, False, al, S, False, True)
+    return ss
+
+
+cdef inline Py_ssize_t opt_split(Py_ssize_t n) noexcept nogil:
+    """Where the optimizer loops split the flat vectors into two ranges (0: they do not):
+    half-way, on a block boundary, for vectors of at least OPT_PAR_MIN entries. The
+    ranges are the same whether one thread or two runs them, and ``||W||^2`` is the sum
+    of their two parts in that order, so the numbers do not depend on the threads."""
+    if n < OPT_PAR_MIN:
+        return 0
+    return (n // 2 // OPT_BLOCK) * OPT_BLOCK
+
+
+cdef double adam_step(floating* theta, floating* grad, floating* grad1, floating* m,
+                      floating* v,
                       Py_ssize_t n, Py_ssize_t n_coef, double lr_t, double beta_1,
                       double beta_2, double epsilon, double alpha,
-                      double sw_sum, bint zero_grad) noexcept nogil:
+                      double sw_sum, bint zero_grad, int n_threads) noexcept nogil:
     """One Adam step on the flat vectors, fused with the L2 term and the scaling.
 
     ``m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; theta -= lr_t m / (sqrt(v) + eps)``
     with ``g`` and ``zero_grad`` as in :func:`sgd_step` and ``lr_t`` the bias-corrected
-    rate of this step.
+    rate of this step. Vectors of at least OPT_PAR_MIN entries are updated as two ranges
+    (:func:`opt_split`), in two OpenMP threads when ``n_threads`` is 2 (only when the
+    halves of the batch ran in threads, so BLAS's own threads are not spinning on the other
+    core: a parallel step beside them made W4 33 % slower). ``grad1`` (or NULL) is a second
+    gradient, summed with ``grad`` as the loop reads them (see ``_adam_block``). The loop is
+    bound by memory bandwidth, which two cores raise: W4's float64 step, 104 MB, takes
+    2.5 ms on one core; with a second gradient (149 MB) 2.5 ms on two.
     Returns ``||W||^2`` before the step (0 when ``alpha`` is 0).
     """
-    cdef Py_ssize_t start, cnt
-    cdef double ss = 0.0
+    cdef double ss_w[2]
+    cdef int w
+    cdef unsigned int csr_w
+    cdef Py_ssize_t mid = opt_split(n)
     cdef floating nlr = <floating>(-lr_t), b1 = <floating>beta_1, b2 = <floating>beta_2
     cdef floating c1 = <floating>(1.0 - beta_1), c2 = <floating>(1.0 - beta_2)
-    cdef floating eps = <floating>epsilon, al = <floating>alpha
+    cdef floating eps = <floating>epsilon
     cdef floating S = <floating>(1.0 / sw_sum)   # see sgd_step
-    start = 0
-    while start < n_coef:
-        cnt = min(<Py_ssize_t>OPT_BLOCK, n_coef - start)
-        if alpha != 0:
-            ss += _sumsq(theta + start, cnt)
-            _adam_block(theta + start, grad + start, m + start, v + start, cnt, nlr, b1,
-                        c1, b2, c2, eps, True, al, S, zero_grad)
-        else:
-            _adam_block(theta + start, grad + start, m + start, v + start, cnt, nlr, b1,
-                        c1, b2, c2, eps, False, al, S, zero_grad)
-        start += cnt
-    _adam_block(theta + n_coef, grad + n_coef, m + n_coef, v + n_coef, n - n_coef, nlr, b1,
-                c1, b2, c2, eps, False, al, S, False)
-    return ss
+    if mid == 0:
+        return _adam_range(theta, grad, grad1, m, v, 0, n, n_coef, nlr, b1, c1, b2, c2, eps,
+                           alpha, S, zero_grad)
+    if n_threads > 1:
+        for w in prange(2, num_threads=2, schedule="static", chunksize=1):
+            csr_w = ftz_enter()
+            ss_w[w] = _adam_range(theta, grad, grad1, m, v, 0 if w == 0 else mid,
+                                  mid if w == 0 else n, n_coef, nlr, b1, c1, b2, c2, eps,
+                                  alpha, S, zero_grad)
+            ftz_exit(csr_w)
+    else:
+        for w in range(2):
+            ss_w[w] = _adam_range(theta, grad, grad1, m, v, 0 if w == 0 else mid,
+                                  mid if w == 0 else n, n_coef, nlr, b1, c1, b2, c2, eps,
+                                  alpha, S, zero_grad)
+    return ss_w[0] + ss_w[1]
 
 
 cdef double finish_grad(const floating* theta, floating* grad, Py_ssize_t n,
@@ -1042,14 +1129,15 @@ cdef double finish_grad(const floating* theta, floating* grad, Py_ssize_t n,
 
 
 # ======================================================================== whole calls
-cdef int split_kind(const Net* net, Py_ssize_t bs) noexcept nogil:
+cdef int split_kind(const Net* net, Py_ssize_t bs, bint f32) noexcept nogil:
     """How batches of ``bs`` rows are computed (see ``_train_epoch``): whole
     (``SPLIT_NONE``), or as two halves whose products all stay on their thread by
     themselves (``SPLIT_SERIAL``: forward ``Z = A W``, weight gradient ``A^T delta``,
     back-propagated ``delta W^T``, each through :func:`gemm_serial`) or only while BLAS
-    runs one thread (``SPLIT_ONE_BLAS``). Halves need ``SPLIT_MIN_ROWS`` rows, products of
-    at most ``SPLIT_MAX_MNK`` multiply-adds. RReLU layers split too: a half passes its first
-    row in the batch (``row0``), so it draws the slopes the whole batch would.
+    runs one thread (``SPLIT_ONE_BLAS``). Halves need ``SPLIT_MIN_ROWS`` rows, and in
+    float32 (``f32``) products of at most ``SPLIT_MAX_MNK_F32`` multiply-adds. RReLU layers
+    split too: a half passes its first row in the batch (``row0``), so it draws the slopes
+    the whole batch would.
     """
     cdef Py_ssize_t h = (bs + 1) // 2, l, fi, npre
     cdef const int64_t* row
@@ -1060,7 +1148,7 @@ cdef int split_kind(const Net* net, Py_ssize_t bs) noexcept nogil:
         row = net.layout + l * N_COLS
         fi = row[FAN_IN]
         npre = row[N_PRE]
-        if h * fi * npre > SPLIT_MAX_MNK:   # all three products of the layer
+        if f32 and h * fi * npre > SPLIT_MAX_MNK_F32:   # all three products of the layer
             return SPLIT_NONE
         if not (stays_serial(h, npre, fi) and stays_serial(fi, npre, h)
                 and stays_serial(h, fi, npre)):
@@ -1132,6 +1220,7 @@ cdef double _train_epoch(const Net* net, floating* theta, floating* grad, floati
     cdef Py_ssize_t start, rows, i, n = net.n_params
     cdef Py_ssize_t h = (bs + 1) // 2
     cdef floating* grad1 = work + (bs + 1) * net.row_width
+    cdef floating* g1
     cdef double loss_sum = 0.0, data, S, ss, lr_t, alpha = hyper[H_ALPHA]
     cdef double b1 = hyper[H_BETA_1], b2 = hyper[H_BETA_2]
     cdef double data_w[2]
@@ -1182,20 +1271,24 @@ cdef double _train_epoch(const Net* net, floating* theta, floating* grad, floati
             S = S_w[0] + S_w[1]
             # each half returns its weighted mean loss
             data = (data_w[0] * S_w[0] + data_w[1] * S_w[1]) / S
-            for i in range(net.n_coef):
-                grad[i] += grad1[i]
-                grad1[i] = 0
-            for i in range(net.n_coef, n):
-                grad[i] += grad1[i]
+            g1 = grad1
+            if not adam:   # Adam's loop sums the halves' gradients as it reads them
+                g1 = NULL
+                for i in range(net.n_coef):
+                    grad[i] += grad1[i]
+                    grad1[i] = 0
+                for i in range(net.n_coef, n):
+                    grad[i] += grad1[i]
         else:
+            g1 = NULL
             data = _batch_part(net, theta, grad, X, Y, sw, order + start, rows, bs, k_batch,
                                loss, work, &S, n_x, 0)
         if adam:
             counters[C_ADAM_T] += 1
             t = counters[C_ADAM_T]
             lr_t = hyper[H_LR] * sqrt(1.0 - pow(b2, <double>t)) / (1.0 - pow(b1, <double>t))
-            ss = adam_step(theta, grad, opt, opt + n, n, net.n_coef, lr_t, b1, b2,
-                           hyper[H_EPSILON], alpha, S, True)
+            ss = adam_step(theta, grad, g1, opt, opt + n, n, net.n_coef, lr_t, b1, b2,
+                           hyper[H_EPSILON], alpha, S, True, n_threads if split else 1)
         else:
             ss = sgd_step(theta, grad, opt, n, net.n_coef, hyper[H_LR], hyper[H_MOMENTUM],
                           counters[C_NESTEROV] != 0, alpha, S, True)
@@ -1374,8 +1467,15 @@ def workspace_size(layout, n_rows):
     return int(_work_size(max(int(n_rows), 1), row_width(p, L), n_params))
 
 
-def split_batches(layout, act_params, Py_ssize_t batch_size):
+def split_batches(layout, act_params, Py_ssize_t batch_size, dtype=np.float64):
     """How ``train_epoch`` computes batches of ``batch_size`` rows of this network.
+
+    Parameters
+    ----------
+    layout, act_params : as in :func:`train_epoch`
+    batch_size : int
+    dtype : numpy dtype, default float64
+        The dtype of the fit (float32 splits only the batches of smaller networks).
 
     Returns
     -------
@@ -1386,7 +1486,7 @@ def split_batches(layout, act_params, Py_ssize_t batch_size):
     """
     cdef Net net
     _parse_net(layout, act_params, &net)
-    return split_kind(&net, batch_size)
+    return split_kind(&net, batch_size, np.dtype(dtype) == np.float32)
 
 
 def train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sample_weight, order,
@@ -1466,7 +1566,7 @@ def train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sample_weight,
     batch_size = min(batch_size, n_order)
     _check_work(wk, &net, batch_size)
     cdef void* p_sw = NULL if sw is None else cnp.PyArray_DATA(sw)
-    cdef int split = split_kind(&net, batch_size)
+    cdef int split = split_kind(&net, batch_size, tn == cnp.NPY_FLOAT)
     # two threads for the halves when the fit runs alone and OpenMP may use two (it
     # follows OMP_NUM_THREADS and threadpoolctl's limits), and, for halves whose products
     # BLAS would thread, BLAS runs one thread (two callers of a 2-thread GEMM contend)
@@ -1823,13 +1923,13 @@ def optimizer_step(theta, grad, opt_state, Py_ssize_t n_coef, hyper, counters,
             lr_t = h[H_LR] * sqrt(1.0 - pow(h[H_BETA_2], <double>c[C_ADAM_T])) / (
                 1.0 - pow(h[H_BETA_1], <double>c[C_ADAM_T]))
             if tn == cnp.NPY_DOUBLE:
-                ss = adam_step(<double*>pt, <double*>pg, <double*>po, <double*>po + n,
+                ss = adam_step(<double*>pt, <double*>pg, NULL, <double*>po, <double*>po + n,
                                n, n_coef, lr_t, h[H_BETA_1], h[H_BETA_2], h[H_EPSILON],
-                               h[H_ALPHA], sw_sum, False)
+                               h[H_ALPHA], sw_sum, False, 1)
             else:
-                ss = adam_step(<float*>pt, <float*>pg, <float*>po, <float*>po + n, n,
+                ss = adam_step(<float*>pt, <float*>pg, NULL, <float*>po, <float*>po + n, n,
                                n_coef, lr_t, h[H_BETA_1], h[H_BETA_2], h[H_EPSILON],
-                               h[H_ALPHA], sw_sum, False)
+                               h[H_ALPHA], sw_sum, False, 1)
         else:
             if tn == cnp.NPY_DOUBLE:
                 ss = sgd_step(<double*>pt, <double*>pg, <double*>po, n, n_coef,

@@ -115,15 +115,25 @@ SERIAL_MIN_ROWS = 16
 (smaller blocks cost more in repeated packing than the threads would)."""
 
 SPLIT_MIN_ROWS = 64
-"""Batches of at least this many rows of a network whose half-batch products are at most
-:data:`SPLIT_MAX_MNK` multiply-adds (:func:`split_kind`) are computed as two halves (two threads
-when the fit runs alone: :func:`train_epoch_parallel_kernel`); smaller ones whole."""
+"""Batches of at least this many rows are computed as two halves (:func:`split_kind`; two
+threads when the fit runs alone: :func:`train_epoch_parallel_kernel`); smaller ones whole."""
 
-SPLIT_MAX_MNK = 2**24
-"""Largest product of a half batch (multiply-adds) for which a batch is split. The gain
-shrinks as products grow (200-row batches of 100 features: hidden (256, 128), W3, 25-37 % in
-the published runs; (512, 256) 15 % at 13.1 M; (512, 512) 5 % at 26.2 M; W4's 134 M none),
-and summing the halves' gradients is one more pass over the weights."""
+SPLIT_MAX_MNK_F32 = 2**26
+"""Largest product of a half batch (multiply-adds) for which a float32 batch is split;
+float64 batches split whatever their size. Halves in threads also run the Adam step of a
+large network (:data:`OPT_PAR_MIN`) in two threads, fused with the sum of their gradients,
+so splitting pays on large float64 layers too (Cython, 2 epochs of 20000 rows, 100 features,
+200-row batches unless said, whole batches against halves: 512-512 0.729 -> 0.598 s,
+1024-1024 at 256 rows 2.198 -> 1.955, W4 3.09 -> 2.90). In float32 the multiply-adds are
+twice as fast and each half packs the whole weight matrix for its products: 512-512 0.382 ->
+0.333 s and 2048 at 256 rows 0.303 -> 0.241, but 1024-1024 1.044 -> 1.046 and W4 1.54 ->
+1.78."""
+
+OPT_PAR_MIN = 262144
+"""Parameters from which the optimizer step is computed as two ranges (:func:`opt_split`), in
+two threads when the halves of the batches are: the Adam loop is bound by memory bandwidth,
+which two cores raise (W4's float64 step, 104 MB, takes 2.5 ms on one core; with the second
+gradient, 149 MB, 2.5 ms on two). Below it a fork/join costs more than the split saves."""
 
 SPLIT_NONE, SPLIT_SERIAL, SPLIT_ONE_BLAS = 0, 1, 2
 """What :func:`split_kind` returns: whole batches; halves whose products all stay on their
@@ -396,21 +406,22 @@ def _stays_serial(m, n, k):
     return m * n * k <= SERIAL_MNK or n * k * SERIAL_MIN_ROWS <= SERIAL_MNK
 
 
-@njit([int64(_I2RO, int64)], **_F)
-def split_kind(layout, batch_size):
+@njit([int64(_I2RO, int64, boolean)], **_F)
+def split_kind(layout, batch_size, f32):
     """How batches of ``batch_size`` rows are computed: ``SPLIT_NONE`` (whole),
     ``SPLIT_SERIAL`` (two halves whose products, forward ``A W``, gradient ``A^T delta`` and
     ``delta W^T``, all stay on their thread) or ``SPLIT_ONE_BLAS`` (two halves whose products
     stay on their thread only while BLAS runs one thread). Halves need ``SPLIT_MIN_ROWS``
-    rows and products of at most ``SPLIT_MAX_MNK`` multiply-adds (RReLU layers split too: a
-    half passes its first row in the batch, so it draws the whole batch's slopes)."""
+    rows and, in float32 (``f32``), products of at most ``SPLIT_MAX_MNK_F32`` multiply-adds
+    (RReLU layers split too: a half passes its first row in the batch, so it draws the whole
+    batch's slopes)."""
     if batch_size < SPLIT_MIN_ROWS:
         return SPLIT_NONE
     h = (batch_size + 1) // 2
     kind = SPLIT_SERIAL
     for l in range(layout.shape[0]):
         fi, npre = layout[l, FAN_IN], layout[l, N_PRE]
-        if h * fi * npre > SPLIT_MAX_MNK:  # all three products of the layer
+        if f32 and h * fi * npre > SPLIT_MAX_MNK_F32:  # all three products of the layer
             return SPLIT_NONE
         if not (_stays_serial(h, npre, fi) and _stays_serial(fi, npre, h)
                 and _stays_serial(h, fi, npre)):
@@ -1344,6 +1355,84 @@ def _adam_range(theta, grad, m, v, alpha, inv_s, lr_t, b1, b2, eps):
     return ss
 
 
+@njit(**_F_OPT)
+def _adam_block_sum(theta, grad, grad1, m, v, a, s, c1, d1, c2, d2, neg_lr, ep):
+    """:func:`_adam_block` on the gradient ``grad + grad1`` (a split batch's halves), which
+    it leaves in ``grad``: the sum costs no pass of its own."""
+    ss = theta.dtype.type(0.0)
+    for i in range(theta.shape[0]):
+        w = theta[i]
+        ss += w * w
+        g0 = grad[i] + grad1[i]
+        grad[i] = g0
+        g = (g0 + a * w) * s
+        mi = m[i] * c1 + g * d1
+        vi = v[i] * c2 + (g * g) * d2
+        m[i] = mi
+        v[i] = vi
+        theta[i] = w + (mi * neg_lr) / (_sqrt(vi) + ep)
+    return ss
+
+
+@njit(**_F)
+def _adam_part(theta, grad, grad1, summed, m, v, lo, hi, alpha, inv_s, lr_t, b1, b2, eps):
+    """Adam on ``[lo, hi)`` of the slices, in blocks of ``_OPT_BLOCK`` from ``lo`` (the
+    gradient ``grad + grad1`` when ``summed``); returns ``sum theta^2`` of the range."""
+    t = theta.dtype.type
+    a, s = t(alpha), t(inv_s)
+    c1, d1 = t(b1), t(1.0 - b1)
+    c2, d2 = t(b2), t(1.0 - b2)
+    neg_lr, ep = t(-lr_t), t(eps)
+    ss = 0.0
+    for b0 in range(lo, hi, _OPT_BLOCK):
+        b1_ = min(b0 + _OPT_BLOCK, hi)
+        if summed:
+            ss += np.float64(_adam_block_sum(theta[b0:b1_], grad[b0:b1_], grad1[b0:b1_],
+                                             m[b0:b1_], v[b0:b1_], a, s, c1, d1, c2, d2,
+                                             neg_lr, ep))
+        else:
+            ss += np.float64(_adam_block(theta[b0:b1_], grad[b0:b1_], m[b0:b1_], v[b0:b1_],
+                                         a, s, c1, d1, c2, d2, neg_lr, ep))
+    return ss
+
+
+@njit(**_F)
+def _adam_span(theta, grad, grad1, summed, opt_state, lo, hi, n_coef, inv_s, hyper, lr_t):
+    """The Adam step on the entries ``[lo, hi)``: the weights' (``< n_coef``) with the L2
+    term, the rest without; returns the weights' ``sum theta^2`` in the range."""
+    m, v = opt_state[0], opt_state[1]
+    b1, b2, eps, alpha = hyper[BETA_1], hyper[BETA_2], hyper[EPSILON], hyper[ALPHA]
+    top = min(hi, n_coef)
+    ss = 0.0
+    if lo < top:
+        ss = _adam_part(theta, grad, grad1, summed, m, v, lo, top, alpha, inv_s, lr_t, b1,
+                        b2, eps)
+    rest = max(lo, n_coef)
+    if rest < hi:
+        _adam_part(theta, grad, grad1, summed, m, v, rest, hi, 0.0, inv_s, lr_t, b1, b2, eps)
+    return ss
+
+
+@njit(**_F)
+def _adam_rate(hyper, counters):
+    """Count the step (``counters[ADAM_T]``) and return its bias-corrected rate."""
+    counters[ADAM_T] += 1
+    step = counters[ADAM_T]
+    b1, b2 = hyper[BETA_1], hyper[BETA_2]
+    return hyper[LR] * math.sqrt(1.0 - b2**step) / (1.0 - b1**step)
+
+
+@njit(**_F)
+def opt_split(n_params):
+    """Where the Adam step splits the flat vectors into two ranges (0: it does not): half-way,
+    on an ``_OPT_BLOCK`` boundary, from :data:`OPT_PAR_MIN` parameters. The ranges are the
+    same whether one thread or two runs them, and ``||W||^2`` is the sum of their two parts
+    in that order, so the numbers do not depend on the threads."""
+    if n_params < OPT_PAR_MIN:
+        return 0
+    return (n_params // 2 // _OPT_BLOCK) * _OPT_BLOCK
+
+
 @njit(**_F)
 def _optimizer_step(theta, grad, opt_state, n_coef, inv_s, hyper, counters):
     """The L2 term, the 1/sum(w) scaling and the SGD or Adam step: one pass over ``theta``.
@@ -1358,10 +1447,8 @@ def _optimizer_step(theta, grad, opt_state, n_coef, inv_s, hyper, counters):
                         nesterov)
         _sgd_range(theta[n_coef:], grad[n_coef:], m[n_coef:], 0.0, inv_s, lr, mom, nesterov)
     else:
-        counters[ADAM_T] += 1
-        step = counters[ADAM_T]
+        lr_t = _adam_rate(hyper, counters)
         b1, b2, eps = hyper[BETA_1], hyper[BETA_2], hyper[EPSILON]
-        lr_t = hyper[LR] * math.sqrt(1.0 - b2**step) / (1.0 - b1**step)
         ss = _adam_range(theta[:n_coef], grad[:n_coef], m[:n_coef], v[:n_coef], alpha, inv_s,
                          lr_t, b1, b2, eps)
         _adam_range(theta[n_coef:], grad[n_coef:], m[n_coef:], v[n_coef:], 0.0, inv_s, lr_t,
@@ -1489,8 +1576,10 @@ def _train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sw, has_sw, o
     seed = counters[SEED]
     alpha = hyper[ALPHA]
     use_order = _unlit(True)
-    kind = split_kind(layout, batch_size)
+    kind = split_kind(layout, batch_size, theta.itemsize == 4)
     split = kind != SPLIT_NONE
+    adam = counters[SOLVER] != SGD
+    mid = opt_split(n_params)  # Adam as two ranges (two threads in the parallel kernel)
     # the halves' products: always the single-threaded blocks (SPLIT_SERIAL) or always whole
     # (SPLIT_ONE_BLAS), so every mode gives the same numbers
     serial = kind == SPLIT_SERIAL or (kind == SPLIT_NONE and counters[SERIAL] == 1)
@@ -1499,6 +1588,7 @@ def _train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sw, has_sw, o
     size_h = plan(layout, (batch_size + 1) // 2, offs_h)
     grad1 = work[work.shape[0] - n_params :]
     parts = np.zeros(4)  # per half: sum_i w_i l_i, sum_i w_i
+    ss_w = np.zeros(2)  # per range of the Adam step: its weights' sum of squares
     loss_sum = 0.0
     csr = _ftz_enter()  # after every check: nothing below raises
     for start in range(0, n, batch_size):
@@ -1515,13 +1605,26 @@ def _train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sw, has_sw, o
                 _ftz_exit(csr_w)
             total = parts[0] + parts[1]
             S = parts[2] + parts[3]
-            for i in range(n_params):
-                grad[i] += grad1[i]
+            summed = adam and mid > 0  # the Adam ranges sum the halves' gradients
+            if not summed:
+                for i in range(n_params):
+                    grad[i] += grad1[i]
         else:
+            summed = False
             total, S = _batch_part(theta, grad, layout, act_params, X, Y, order, start, rows,
                                    use_order, sw, has_sw, loss_code, seed, counters[STEP],
                                    work, offs, eps, top, serial, _unlit(0))
-        ss = _optimizer_step(theta, grad, opt_state, n_coef, 1.0 / S, hyper, counters)
+        if adam and mid > 0:
+            lr_t = _adam_rate(hyper, counters)
+            for w in prange(2):
+                csr_w = _ftz_enter()
+                ss_w[w] = _adam_span(theta, grad, grad1, summed, opt_state, w * mid,
+                                     mid if w == 0 else n_params, n_coef, 1.0 / S, hyper,
+                                     lr_t)
+                _ftz_exit(csr_w)
+            ss = ss_w[0] + ss_w[1]
+        else:
+            ss = _optimizer_step(theta, grad, opt_state, n_coef, 1.0 / S, hyper, counters)
         batch_loss = _data_loss(total, loss_code, S, n_out) + 0.5 * alpha * ss / S
         loss_sum += batch_loss * rows
         counters[STEP] += 1

@@ -264,6 +264,9 @@ def _split_cases():
         # RReLU in two layers, odd halves (61 + 60 rows): the second half draws the slopes
         # of the whole batch's rows 61..120
         ((40, 24), ["rrelu", "rrelu"], "softmax", 3, 121, 300, True),
+        # SPLIT_ONE_BLAS, and large enough (324 764 parameters >= OPT_PAR_MIN) for the Adam
+        # step to run as two ranges, in two threads, summing the halves' gradients itself
+        ((600, 512), ["relu", "tanh"], "softmax", 3, 200, 450, True),
     ]
 
 
@@ -304,8 +307,8 @@ def _run_epochs(backend, net, theta, X, Y, sw, loss_code, bs, serial=0, epochs=2
 @pytest.mark.parametrize("name", ["cython", "numba"])
 def test_split_batches_agree_with_reference(name, case, dtype):
     net, theta, X, Y, sw, loss_code, bs = _split_problem(_split_cases()[case], dtype)
-    assert _cy.split_batches(net.layout, net.act_params, bs)
-    assert nk.split_kind(net.layout, bs)
+    assert _cy.split_batches(net.layout, net.act_params, bs, dtype)
+    assert nk.split_kind(net.layout, bs, dtype == np.float32)
     want = _run_epochs(get_backend("numpy"), net, theta, X, Y, sw, loss_code, bs)
     got = _run_epochs(get_backend(name), net, theta, X, Y, sw, loss_code, bs)
     rtol = {np.float64: 1e-10, np.float32: 1e-4}[dtype]
@@ -321,8 +324,8 @@ def test_split_batches_give_the_same_numbers_in_every_mode(case, dtype):
     # fits share the hold), so its runs here do too; a multithreaded GEMM rounds a few
     # entries differently (checked to a tolerance below)
     net, theta, X, Y, sw, loss_code, bs = _split_problem(_split_cases()[case], dtype)
-    one_blas = _cy.split_batches(net.layout, net.act_params, bs) == 2
-    assert one_blas == (case == 4)
+    one_blas = _cy.split_batches(net.layout, net.act_params, bs, dtype) == 2
+    assert one_blas == (case in (4, 6))
     with ONE_BLAS_THREAD.hold(one_blas):
         base, runs, nb_base, nb_runs = _runs_in_every_mode(
             net, theta, X, Y, sw, loss_code, bs, dtype)
@@ -363,25 +366,32 @@ def _runs_in_every_mode(net, theta, X, Y, sw, loss_code, bs, dtype):
 
 
 def test_which_networks_split():
-    def split(sizes, acts=None, bs=200):
+    def split(sizes, acts=None, bs=200, dtype=np.float64):
         acts = acts or ["relu"] * (len(sizes) - 2)
         net = Network(sizes, acts, [{} for _ in acts], "softmax")
-        a = _cy.split_batches(net.layout, net.act_params, bs)
-        assert a == nk.split_kind(net.layout, bs)  # both backends decide alike
+        a = _cy.split_batches(net.layout, net.act_params, bs, dtype)
+        assert a == nk.split_kind(net.layout, bs, dtype == np.float32)  # both decide alike
+        for name in ("cython", "numba"):
+            assert get_backend(name).split_kind(net.layout, net.act_params, bs, dtype) == a
         return a
 
-    assert split([20, 64, 64, 1]) == 1      # W6: products stay on one thread by themselves
-    assert split([64, 64, 10])              # W1
-    assert split([64, 32, 10])              # the GridSearchCV benchmark's smaller net
-    assert not split([64, 64, 10], bs=63)   # too few rows to halve
-    assert split([64, 64, 10], bs=64)
-    # W3: half-batch products BLAS would thread: halves in threads only with BLAS at 1 thread
-    assert split([100, 256, 128, 10]) == 2
-    assert split([100, 256, 128, 10], bs=63) == 0
-    assert split([100, 512, 256, 10]) == 2  # a half's 100 x 512 x 256 <= SPLIT_MAX_MNK
-    assert not split([100, 512, 512, 10])   # 100 x 512 x 512 > SPLIT_MAX_MNK
-    assert not split([784, 1024, 1024, 10], bs=256)   # W4
-    assert split([64, 64, 10], ["rrelu"]) == 1  # halves draw the whole batch's slopes
+    for dt in (np.float64, np.float32):
+        assert split([20, 64, 64, 1], dtype=dt) == 1  # W6: products stay on one thread
+        assert split([64, 64, 10], dtype=dt)              # W1
+        assert split([64, 32, 10], dtype=dt)   # the GridSearchCV benchmark's smaller net
+        assert not split([64, 64, 10], bs=63, dtype=dt)   # too few rows to halve
+        assert split([64, 64, 10], bs=64, dtype=dt)
+        # W3: half-batch products BLAS would thread: halves in threads only with BLAS at 1
+        assert split([100, 256, 128, 10], dtype=dt) == 2
+        assert split([100, 256, 128, 10], bs=63, dtype=dt) == 0
+        assert split([100, 512, 512, 10], dtype=dt) == 2  # 100 x 512 x 512 <= 2**26
+        assert split([64, 64, 10], ["rrelu"], dtype=dt) == 1  # halves draw the batch's slopes
+    # float64 splits every network, float32 only those whose half-batch products are at
+    # most SPLIT_MAX_MNK_F32 multiply-adds
+    assert split([784, 1024, 1024, 10], bs=256) == 2   # W4
+    assert split([784, 1024, 1024, 10], bs=256, dtype=np.float32) == 0
+    assert split([100, 1024, 1024, 10], dtype=np.float32) == 0   # 100 x 1024 x 1024 > 2**26
+    assert split([100, 1024, 512, 10], dtype=np.float32) == 2    # 100 x 1024 x 512
 
 
 @pytest.mark.parametrize("name", ["cython", "numba"])

@@ -164,7 +164,7 @@ def train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sample_weight,
     args = (theta, grad, opt_state, layout, act_params, X, Y, sw, has_sw, order,
             int(batch_size), hyper, counters, work)
     threads = numba.get_num_threads()
-    kind = _split_kind(layout, int(batch_size))
+    kind = _split_kind(layout, int(batch_size), theta.dtype == np.float32)
     mode = counters[_nb.SERIAL]
     if threads > 1 and ((kind == _nb.SPLIT_SERIAL and mode != 1)
                         or (kind == _nb.SPLIT_ONE_BLAS and mode == 2)):
@@ -180,18 +180,20 @@ def train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sample_weight,
     return float(_call(_nb.train_epoch_kernel, args, _TRAIN_WRITTEN, _TRAIN_READ))
 
 
-def _split_kind(layout, batch_size):
+def _split_kind(layout, batch_size, f32):
     try:
-        return _nb.split_kind(layout, batch_size)
+        return _nb.split_kind(layout, batch_size, bool(f32))
     except TypeError:  # a layout of another type: the kernel's slow path reports it
         return _nb.SPLIT_NONE
 
 
-def split_kind(layout, act_params, batch_size):
-    """How ``train_epoch`` computes batches of ``batch_size`` rows: 0 whole, 1 two halves
-    (in two threads when the fit runs alone), 2 two halves in two threads only while BLAS
-    runs one thread (``counters[SERIAL] == 2``). See ``docs/kernel_contract.md``."""
-    return int(_nb.split_kind(np.ascontiguousarray(layout, dtype=np.int64), int(batch_size)))
+def split_kind(layout, act_params, batch_size, dtype=np.float64):
+    """How ``train_epoch`` computes batches of ``batch_size`` rows of a fit in ``dtype``: 0
+    whole, 1 two halves (in two threads when the fit runs alone), 2 two halves in two threads
+    only while BLAS runs one thread (``counters[SERIAL] == 2``). See
+    ``docs/kernel_contract.md``."""
+    return int(_nb.split_kind(np.ascontiguousarray(layout, dtype=np.int64), int(batch_size),
+                              np.dtype(dtype) == np.float32))
 
 
 def loss_grad(theta, grad, layout, act_params, X, Y, sample_weight, alpha, counters, work):
