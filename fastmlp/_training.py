@@ -5,6 +5,7 @@ random numbers are drawn here from the estimator's ``RandomState`` in scikit-lea
 initial weights (in ``_estimators``), the early-stopping split, each epoch's shuffle.
 """
 
+import contextlib
 import os
 import threading
 import time
@@ -224,10 +225,19 @@ def fit_stochastic(est, backend, X, Y, sample_weight, incremental):
     last_good = theta.copy()
     at_start = theta.copy()
     split_kind = getattr(backend, "split_kind", None)
-    one_blas = split_kind is not None and split_kind(
-        net.layout, net.act_params, batch_size, dtype) == SPLIT_ONE_BLAS
+    kind = None if split_kind is None else split_kind(
+        net.layout, net.act_params, batch_size, dtype)
+    one_blas = kind == SPLIT_ONE_BLAS
+    # a network float32 leaves whole but float64 would split has products too large for one
+    # BLAS thread to keep by itself (gemm_serial's blocks): while such fits overlap, each
+    # calling a multithreaded BLAS would contend, so it holds BLAS at one thread from the
+    # first epoch that overlaps to its end
+    hold_on_overlap = kind == 0 and dtype == np.float32 and split_kind(
+        net.layout, net.act_params, batch_size, np.float64) != 0
     try:
-        with RUNNING_FITS, ONE_BLAS_THREAD.hold(one_blas) as blas_one:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(RUNNING_FITS)
+            blas_one = stack.enter_context(ONE_BLAS_THREAD.hold(one_blas))
             est.n_iter_ = 0
             for _ in range(est.max_iter):
                 if est.shuffle:
@@ -238,6 +248,9 @@ def fit_stochastic(est, backend, X, Y, sample_weight, incremental):
                 np.copyto(last_good, theta)
                 counters[ADAM_T] = optimizer.adam_t
                 counters[SERIAL] = _serial_mode(blas_one)
+                if hold_on_overlap and counters[SERIAL] == 1:
+                    stack.enter_context(ONE_BLAS_THREAD.hold(True))
+                    hold_on_overlap = False
                 hyper = optimizer.hyper(est)
                 with np.errstate(**_QUIET):
                     loss_sum = backend.train_epoch(

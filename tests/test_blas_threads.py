@@ -91,12 +91,44 @@ def test_fit_holds_blas_only_for_networks_that_need_it(name, hidden, one_blas, m
     est = MLPClassifier(hidden_layer_sizes=hidden, max_iter=2, batch_size=200, tol=0.0,
                         n_iter_no_change=3, random_state=0, backend=name)
     layout, params = est.fit(X, y)._network.layout, est._network.act_params
-    assert (backend.split_kind(layout, params, 200) == 2) == one_blas
+    assert (backend.split_kind(layout, params, 200, np.float64) == 2) == one_blas
     if one_blas:
         assert seen == [(2, {1}), (2, {1})]
     else:
         assert seen == [(0, set(before.values()))] * 2
     assert _blas_threads() == before
+
+
+@pytest.mark.parametrize("name", ["cython", "numba"])
+@pytest.mark.parametrize("overlap", [False, True])
+def test_large_float32_fit_holds_blas_while_fits_overlap(name, overlap, monkeypatch):
+    # float32 leaves this network's batches whole (a half's 100 x 1024 x 1024 products are
+    # over SPLIT_MAX_MNK_F32) and they are too large for gemm_serial's blocks: alone it
+    # keeps BLAS's threads; overlapping others, it holds BLAS at one thread to its end
+    backend = get_backend(name)
+    real = backend.train_epoch
+    seen = []
+
+    def spy(*args):
+        seen.append((int(args[11][_training.SERIAL]), set(_blas_threads().values())))
+        return real(*args)
+
+    monkeypatch.setattr(backend, "train_epoch", spy)
+    if overlap:
+        monkeypatch.setattr(_training.RUNNING_FITS, "serial", lambda: True)
+    before = _blas_threads()
+    X, y = _data()
+    est = MLPClassifier(hidden_layer_sizes=(1024, 1024), max_iter=2, batch_size=200,
+                        tol=0.0, n_iter_no_change=3, random_state=0, backend=name)
+    layout, params = est.fit(X.astype(np.float32), y)._network.layout, est._network.act_params
+    assert backend.split_kind(layout, params, 200, np.float32) == 0
+    assert backend.split_kind(layout, params, 200, np.float64) == 2
+    if overlap:
+        assert seen == [(1, {1}), (1, {1})]
+    else:
+        assert seen == [(0, set(before.values()))] * 2
+    assert _blas_threads() == before
+    assert not ONE_BLAS_THREAD.active
 
 
 @pytest.mark.parametrize("name", ["cython", "numba"])
