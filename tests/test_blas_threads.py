@@ -73,10 +73,8 @@ def _data():
     return X, (X[:, :3].sum(axis=1) > 0).astype(int) + (X[:, 3] > 1)
 
 
-@pytest.mark.parametrize("name", ["cython", "numba"])
-@pytest.mark.parametrize("hidden, one_blas", [((256, 128), True), ((64,), False)])
-def test_fit_holds_blas_only_for_networks_that_need_it(name, hidden, one_blas, monkeypatch):
-    backend = get_backend(name)
+def _spy_epochs(backend, monkeypatch):
+    """Record each epoch's ``counters[SERIAL]`` and the BLAS thread counts it ran with."""
     real = backend.train_epoch
     seen = []
 
@@ -85,6 +83,14 @@ def test_fit_holds_blas_only_for_networks_that_need_it(name, hidden, one_blas, m
         return real(*args)
 
     monkeypatch.setattr(backend, "train_epoch", spy)
+    return seen
+
+
+@pytest.mark.parametrize("name", ["cython", "numba"])
+@pytest.mark.parametrize("hidden, one_blas", [((256, 128), True), ((64,), False)])
+def test_fit_holds_blas_only_for_networks_that_need_it(name, hidden, one_blas, monkeypatch):
+    backend = get_backend(name)
+    seen = _spy_epochs(backend, monkeypatch)
     monkeypatch.setattr(_training.RUNNING_FITS, "HOLD", 0.0)
     before = _blas_threads()
     X, y = _data()
@@ -106,14 +112,7 @@ def test_large_float32_fit_holds_blas_while_fits_overlap(name, overlap, monkeypa
     # over SPLIT_MAX_MNK_F32) and they are too large for gemm_serial's blocks: alone it
     # keeps BLAS's threads; overlapping others, it holds BLAS at one thread to its end
     backend = get_backend(name)
-    real = backend.train_epoch
-    seen = []
-
-    def spy(*args):
-        seen.append((int(args[11][_training.SERIAL]), set(_blas_threads().values())))
-        return real(*args)
-
-    monkeypatch.setattr(backend, "train_epoch", spy)
+    seen = _spy_epochs(backend, monkeypatch)
     if overlap:
         monkeypatch.setattr(_training.RUNNING_FITS, "serial", lambda: True)
     before = _blas_threads()
