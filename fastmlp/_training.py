@@ -86,6 +86,10 @@ SPLIT_ONE_BLAS = 2
 """``backend.split_kind``'s answer for a network whose half batches run in two threads only
 while BLAS runs one thread (``fastmlp._blas_threads``)."""
 
+SPLIT_MIN_ROWS = 64
+"""The kernels' ``SPLIT_MIN_ROWS``: batches of at least this many rows that
+``backend.split_kind`` leaves whole are left whole for the size of their products."""
+
 
 def _serial_mode(blas_one):
     """``counters[SERIAL]`` for the next epoch: 1 while fits overlap, else 2 when this fit
@@ -228,12 +232,11 @@ def fit_stochastic(est, backend, X, Y, sample_weight, incremental):
     kind = None if split_kind is None else split_kind(
         net.layout, net.act_params, batch_size, dtype)
     one_blas = kind == SPLIT_ONE_BLAS
-    # a network float32 leaves whole but float64 would split has products too large for one
-    # BLAS thread to keep by itself (gemm_serial's blocks): while such fits overlap, each
-    # calling a multithreaded BLAS would contend, so it holds BLAS at one thread from the
-    # first epoch that overlaps to its end
-    hold_on_overlap = kind == 0 and dtype == np.float32 and split_kind(
-        net.layout, net.act_params, batch_size, np.float64) != 0
+    # a network whose batches are left whole for the size of their products has products
+    # too large for one BLAS thread to keep by itself (gemm_serial's blocks): while such
+    # fits overlap, each calling a multithreaded BLAS would contend, so it holds BLAS at one
+    # thread from the first epoch that overlaps to its end
+    hold_on_overlap = kind == 0 and batch_size >= SPLIT_MIN_ROWS
     try:
         with contextlib.ExitStack() as stack:
             stack.enter_context(RUNNING_FITS)

@@ -120,8 +120,9 @@ cdef double SELU_LAMBDA = 1.0507009873554805
 cdef double SELU_ALPHA = 1.6732632423543772
 
 # Batches of at least SPLIT_MIN_ROWS rows are computed as two halves (:func:`split_kind`),
-# in two OpenMP threads when the fit runs alone: in float32, only networks whose half-batch
-# products are at most SPLIT_MAX_MNK_F32 multiply-adds each; in float64, every network.
+# in two OpenMP threads when the fit runs alone: in float32, networks whose half-batch
+# products are at most SPLIT_MAX_MNK_F32 multiply-adds each; in float64, networks whose
+# layers have at most SPLIT_MAX_WEIGHTS_F64 weights each.
 # SPLIT_SERIAL: every product of a half stays on its BLAS thread by itself (or as row
 # blocks, gemm_serial); SPLIT_ONE_BLAS: some do not, so the halves run in threads only while
 # Python holds BLAS at one thread (counters[SERIAL] == 2). Halves in threads also run the
@@ -132,10 +133,14 @@ cdef double SELU_ALPHA = 1.6732632423543772
 # 1024-1024 (256 rows) 2.198 -> 1.955, W4 (784 features) 3.09 -> 2.90; float32 512-512
 # 0.382 -> 0.333, 2048 (256 rows) 0.303 -> 0.241, but 1024-1024 1.044 -> 1.046 and W4 1.54
 # -> 1.78: in float32 the multiply-adds are twice as fast and each half packs the whole
-# weight matrix for its products, so the packing outweighs the gain on large layers.
+# weight matrix for its products, so the packing outweighs the gain on large layers. So it
+# does in float64 beyond a million weights (10000 rows, 1 epoch, 128-row batches, whole ->
+# halves: 2048-1024 1.163 -> 1.232 s, 1448-1448 1.152 -> 1.220, 2048-2048 2.329 -> 2.454;
+# 1024-1024 at 64 and 100 rows even, 0.829 -> 0.842 and 0.679 -> 0.679).
 cdef enum:
     SPLIT_MIN_ROWS = 64
-    SPLIT_MAX_MNK_F32 = 67108864    # 2**26; float64 batches split whatever their size
+    SPLIT_MAX_MNK_F32 = 67108864    # 2**26
+    SPLIT_MAX_WEIGHTS_F64 = 1048576    # 2**20
     SPLIT_NONE = 0
     SPLIT_SERIAL = 1
     SPLIT_ONE_BLAS = 2
@@ -1135,7 +1140,8 @@ cdef int split_kind(const Net* net, Py_ssize_t bs, bint f32) noexcept nogil:
     themselves (``SPLIT_SERIAL``: forward ``Z = A W``, weight gradient ``A^T delta``,
     back-propagated ``delta W^T``, each through :func:`gemm_serial`) or only while BLAS
     runs one thread (``SPLIT_ONE_BLAS``). Halves need ``SPLIT_MIN_ROWS`` rows, and in
-    float32 (``f32``) products of at most ``SPLIT_MAX_MNK_F32`` multiply-adds. RReLU layers
+    float32 (``f32``) products of at most ``SPLIT_MAX_MNK_F32`` multiply-adds, in float64
+    layers of at most ``SPLIT_MAX_WEIGHTS_F64`` weights. RReLU layers
     split too: a half passes its first row in the batch (``row0``), so it draws the slopes
     the whole batch would.
     """
@@ -1149,6 +1155,8 @@ cdef int split_kind(const Net* net, Py_ssize_t bs, bint f32) noexcept nogil:
         fi = row[FAN_IN]
         npre = row[N_PRE]
         if f32 and h * fi * npre > SPLIT_MAX_MNK_F32:   # all three products of the layer
+            return SPLIT_NONE
+        if not f32 and fi * npre > SPLIT_MAX_WEIGHTS_F64:
             return SPLIT_NONE
         if not (stays_serial(h, npre, fi) and stays_serial(fi, npre, h)
                 and stays_serial(h, fi, npre)):

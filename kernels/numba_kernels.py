@@ -119,8 +119,8 @@ SPLIT_MIN_ROWS = 64
 threads when the fit runs alone: :func:`train_epoch_parallel_kernel`); smaller ones whole."""
 
 SPLIT_MAX_MNK_F32 = 2**26
-"""Largest product of a half batch (multiply-adds) for which a float32 batch is split;
-float64 batches split whatever their size. Halves in threads also run the Adam step of a
+"""Largest product of a half batch (multiply-adds) for which a float32 batch is split
+(float64: :data:`SPLIT_MAX_WEIGHTS_F64`). Halves in threads also run the Adam step of a
 large network (:data:`OPT_PAR_MIN`) in two threads, fused with the sum of their gradients,
 so splitting pays on large float64 layers too (Cython, 2 epochs of 20000 rows, 100 features,
 200-row batches unless said, whole batches against halves: 512-512 0.729 -> 0.598 s,
@@ -128,6 +128,12 @@ so splitting pays on large float64 layers too (Cython, 2 epochs of 20000 rows, 1
 twice as fast and each half packs the whole weight matrix for its products: 512-512 0.382 ->
 0.333 s and 2048 at 256 rows 0.303 -> 0.241, but 1024-1024 1.044 -> 1.046 and W4 1.54 ->
 1.78."""
+
+SPLIT_MAX_WEIGHTS_F64 = 2**20
+"""Most weights of a layer for which a float64 batch is split: beyond, each half packing the
+whole weight matrix costs more than the two-thread optimizer step gains (Cython, 10000 rows,
+1 epoch, 128-row batches, whole -> halves: 2048-1024 1.163 -> 1.232 s, 1448-1448 1.152 ->
+1.220, 2048-2048 2.329 -> 2.454; W4's 1024-1024 gains, above)."""
 
 OPT_PAR_MIN = 262144
 """Parameters from which the optimizer step is computed as two ranges (:func:`opt_split`), in
@@ -412,9 +418,9 @@ def split_kind(layout, batch_size, f32):
     ``SPLIT_SERIAL`` (two halves whose products, forward ``A W``, gradient ``A^T delta`` and
     ``delta W^T``, all stay on their thread) or ``SPLIT_ONE_BLAS`` (two halves whose products
     stay on their thread only while BLAS runs one thread). Halves need ``SPLIT_MIN_ROWS``
-    rows and, in float32 (``f32``), products of at most ``SPLIT_MAX_MNK_F32`` multiply-adds
-    (RReLU layers split too: a half passes its first row in the batch, so it draws the whole
-    batch's slopes)."""
+    rows and, in float32 (``f32``), products of at most ``SPLIT_MAX_MNK_F32`` multiply-adds,
+    in float64 layers of at most ``SPLIT_MAX_WEIGHTS_F64`` weights (RReLU layers split too:
+    a half passes its first row in the batch, so it draws the whole batch's slopes)."""
     if batch_size < SPLIT_MIN_ROWS:
         return SPLIT_NONE
     h = (batch_size + 1) // 2
@@ -422,6 +428,8 @@ def split_kind(layout, batch_size, f32):
     for l in range(layout.shape[0]):
         fi, npre = layout[l, FAN_IN], layout[l, N_PRE]
         if f32 and h * fi * npre > SPLIT_MAX_MNK_F32:  # all three products of the layer
+            return SPLIT_NONE
+        if not f32 and fi * npre > SPLIT_MAX_WEIGHTS_F64:
             return SPLIT_NONE
         if not (_stays_serial(h, npre, fi) and _stays_serial(fi, npre, h)
                 and _stays_serial(h, fi, npre)):

@@ -105,23 +105,31 @@ def test_fit_holds_blas_only_for_networks_that_need_it(name, hidden, one_blas, m
     assert _blas_threads() == before
 
 
+def test_split_min_rows_is_the_kernels():
+    from fastmlp.kernels import numba_kernels as nk
+
+    assert _training.SPLIT_MIN_ROWS == nk.SPLIT_MIN_ROWS
+
+
 @pytest.mark.parametrize("name", ["cython", "numba"])
 @pytest.mark.parametrize("overlap", [False, True])
-def test_large_float32_fit_holds_blas_while_fits_overlap(name, overlap, monkeypatch):
-    # float32 leaves this network's batches whole (a half's 100 x 1024 x 1024 products are
-    # over SPLIT_MAX_MNK_F32) and they are too large for gemm_serial's blocks: alone it
-    # keeps BLAS's threads; overlapping others, it holds BLAS at one thread to its end
+@pytest.mark.parametrize("hidden, dtype", [((1024, 1024), np.float32),
+                                           ((2048, 1024), np.float64)])
+def test_large_fit_holds_blas_while_fits_overlap(name, overlap, hidden, dtype, monkeypatch):
+    # batches left whole for the size of their products (float32: a half's 100 x 1024 x
+    # 1024 products are over SPLIT_MAX_MNK_F32; float64: 2048 x 1024 weights are over
+    # SPLIT_MAX_WEIGHTS_F64), too large for gemm_serial's blocks: alone the fit keeps BLAS's
+    # threads; overlapping others, it holds BLAS at one thread to its end
     backend = get_backend(name)
     seen = _spy_epochs(backend, monkeypatch)
     if overlap:
         monkeypatch.setattr(_training.RUNNING_FITS, "serial", lambda: True)
     before = _blas_threads()
     X, y = _data()
-    est = MLPClassifier(hidden_layer_sizes=(1024, 1024), max_iter=2, batch_size=200,
+    est = MLPClassifier(hidden_layer_sizes=hidden, max_iter=2, batch_size=200,
                         tol=0.0, n_iter_no_change=3, random_state=0, backend=name)
-    layout, params = est.fit(X.astype(np.float32), y)._network.layout, est._network.act_params
-    assert backend.split_kind(layout, params, 200, np.float32) == 0
-    assert backend.split_kind(layout, params, 200, np.float64) == 2
+    layout, params = est.fit(X.astype(dtype), y)._network.layout, est._network.act_params
+    assert backend.split_kind(layout, params, 200, dtype) == 0
     if overlap:
         assert seen == [(1, {1}), (1, {1})]
     else:

@@ -386,9 +386,12 @@ def test_which_networks_split():
         assert split([100, 256, 128, 10], bs=63, dtype=dt) == 0
         assert split([100, 512, 512, 10], dtype=dt) == 2  # 100 x 512 x 512 <= 2**26
         assert split([64, 64, 10], ["rrelu"], dtype=dt) == 1  # halves draw the batch's slopes
-    # float64 splits every network, float32 only those whose half-batch products are at
-    # most SPLIT_MAX_MNK_F32 multiply-adds
+    # float64 splits networks whose layers have at most SPLIT_MAX_WEIGHTS_F64 weights,
+    # float32 those whose half-batch products are at most SPLIT_MAX_MNK_F32 multiply-adds
     assert split([784, 1024, 1024, 10], bs=256) == 2   # W4
+    assert split([100, 1024, 1024, 10], bs=64) == 2    # 1024 x 1024 = 2**20 weights
+    assert split([100, 2048, 1024, 10], bs=128) == 0   # 2048 x 1024 > 2**20
+    assert split([2048, 600, 10], bs=200) == 0         # the input layer counts too
     assert split([784, 1024, 1024, 10], bs=256, dtype=np.float32) == 0
     assert split([100, 1024, 1024, 10], dtype=np.float32) == 0   # 100 x 1024 x 1024 > 2**26
     assert split([100, 1024, 512, 10], dtype=np.float32) == 2    # 100 x 1024 x 512
