@@ -1022,46 +1022,40 @@ cdef double _adam_range(floating* theta, floating* grad, floating* grad1, floati
                         floating eps, double alpha, floating S,
                         bint zero_grad) noexcept nogil:
     """:func:`adam_step` on the entries ``[lo, hi)``; returns their part of ``||W||^2``.
-    Each call of ``_adam_block`` passes its flags as constants, so the compiler inlines
-    a loop without branches for each case."""
+    A second gradient ``grad1`` comes only with ``zero_grad`` (``_train_epoch``'s split
+    batches). Each call of ``_adam_block`` passes ``l2`` and ``two`` as constants, so the
+    compiler inlines a loop without those branches for each case."""
     cdef Py_ssize_t start, cnt, top = min(hi, n_coef)
     cdef double ss = 0.0
     cdef floating al = <floating>alpha
-    cdef floating* g1 = NULL
+    cdef bint two = grad1 != NULL
+    c_assert(zero_grad or not two)
     start = lo
     while start < top:
         cnt = min(<Py_ssize_t>OPT_BLOCK, top - start)
-        if grad1 != NULL:
-            g1 = grad1 + start
         if alpha != 0:
             ss += _sumsq(theta + start, cnt)
-            if grad1 == NULL:
-                _adam_block(theta + start, grad + start, g1, m + start, v + start, cnt,
-                            nlr, b1, c1, b2, c2, eps, True, al, S, zero_grad, False)
-            elif zero_grad:
-                _adam_block(theta + start, grad + start, g1, m + start, v + start, cnt,
-                            nlr, b1, c1, b2, c2, eps, True, al, S, True, True)
+            if two:
+                _adam_block(theta + start, grad + start, grad1 + start, m + start, v + start,
+                            cnt, nlr, b1, c1, b2, c2, eps, True, al, S, True, True)
             else:
-                _adam_block(theta + start, grad + start, g1, m + start, v + start, cnt,
-                            nlr, b1, c1, b2, c2, eps, True, al, S, False, True)
-        elif grad1 == NULL:
-            _adam_block(theta + start, grad + start, g1, m + start, v + start, cnt,
-                        nlr, b1, c1, b2, c2, eps, False, al, S, zero_grad, False)
-        elif zero_grad:
-            _adam_block(theta + start, grad + start, g1, m + start, v + start, cnt,
-                        nlr, b1, c1, b2, c2, eps, False, al, S, True, True)
+                _adam_block(theta + start, grad + start, NULL, m + start, v + start, cnt,
+                            nlr, b1, c1, b2, c2, eps, True, al, S, zero_grad, False)
+        elif two:
+            _adam_block(theta + start, grad + start, grad1 + start, m + start, v + start,
+                        cnt, nlr, b1, c1, b2, c2, eps, False, al, S, True, True)
         else:
-            _adam_block(theta + start, grad + start, g1, m + start, v + start, cnt,
-                        nlr, b1, c1, b2, c2, eps, False, al, S, False, True)
+            _adam_block(theta + start, grad + start, NULL, m + start, v + start, cnt, nlr,
+                        b1, c1, b2, c2, eps, False, al, S, zero_grad, False)
         start += cnt
-    start = max(lo, n_coef)
+    start = max(lo, n_coef)   # the intercepts and slopes: no L2 term, and not zeroed
     if start < hi:
-        if grad1 == NULL:
-            _adam_block(theta + start, grad + start, g1, m + start, v + start, hi - start,
-                        nlr, b1, c1, b2, c2, eps, False, al, S, False, False)
-        else:
+        if two:
             _adam_block(theta + start, grad + start, grad1 + start, m + start, v + start,
                         hi - start, nlr, b1, c1, b2, c2, eps, False, al, S, False, True)
+        else:
+            _adam_block(theta + start, grad + start, NULL, m + start, v + start, hi - start,
+                        nlr, b1, c1, b2, c2, eps, False, al, S, False, False)
     return ss
 
 

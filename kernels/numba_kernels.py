@@ -1344,25 +1344,6 @@ def _adam_block(theta, grad, m, v, a, s, c1, d1, c2, d2, neg_lr, ep):
     return ss
 
 
-@njit(**_F)
-def _adam_range(theta, grad, m, v, alpha, inv_s, lr_t, b1, b2, eps):
-    """Adam on the slices ``theta``, ``m``, ``v`` (scikit-learn's order of operations), the
-    gradient formed on the fly as in :func:`_sgd_range`; returns ``sum theta^2`` before the
-    step."""
-    t = theta.dtype.type
-    a, s = t(alpha), t(inv_s)
-    c1, d1 = t(b1), t(1.0 - b1)
-    c2, d2 = t(b2), t(1.0 - b2)
-    neg_lr, ep = t(-lr_t), t(eps)
-    n = theta.shape[0]
-    ss = 0.0
-    for lo in range(0, n, _OPT_BLOCK):
-        hi = min(lo + _OPT_BLOCK, n)
-        ss += np.float64(_adam_block(theta[lo:hi], grad[lo:hi], m[lo:hi], v[lo:hi], a, s, c1,
-                                     d1, c2, d2, neg_lr, ep))
-    return ss
-
-
 @njit(**_F_OPT)
 def _adam_block_sum(theta, grad, grad1, m, v, a, s, c1, d1, c2, d2, neg_lr, ep):
     """:func:`_adam_block` on the gradient ``grad + grad1`` (a split batch's halves), which
@@ -1384,8 +1365,10 @@ def _adam_block_sum(theta, grad, grad1, m, v, a, s, c1, d1, c2, d2, neg_lr, ep):
 
 @njit(**_F)
 def _adam_part(theta, grad, grad1, summed, m, v, lo, hi, alpha, inv_s, lr_t, b1, b2, eps):
-    """Adam on ``[lo, hi)`` of the slices, in blocks of ``_OPT_BLOCK`` from ``lo`` (the
-    gradient ``grad + grad1`` when ``summed``); returns ``sum theta^2`` of the range."""
+    """Adam on ``[lo, hi)`` of the slices, in blocks of ``_OPT_BLOCK`` from ``lo``
+    (scikit-learn's order of operations), the gradient formed on the fly as in
+    :func:`_sgd_range` (from ``grad + grad1`` when ``summed``); returns ``sum theta^2`` of the
+    range before the step."""
     t = theta.dtype.type
     a, s = t(alpha), t(inv_s)
     c1, d1 = t(b1), t(1.0 - b1)
@@ -1456,11 +1439,8 @@ def _optimizer_step(theta, grad, opt_state, n_coef, inv_s, hyper, counters):
         _sgd_range(theta[n_coef:], grad[n_coef:], m[n_coef:], 0.0, inv_s, lr, mom, nesterov)
     else:
         lr_t = _adam_rate(hyper, counters)
-        b1, b2, eps = hyper[BETA_1], hyper[BETA_2], hyper[EPSILON]
-        ss = _adam_range(theta[:n_coef], grad[:n_coef], m[:n_coef], v[:n_coef], alpha, inv_s,
-                         lr_t, b1, b2, eps)
-        _adam_range(theta[n_coef:], grad[n_coef:], m[n_coef:], v[n_coef:], 0.0, inv_s, lr_t,
-                    b1, b2, eps)
+        ss = _adam_span(theta, grad, grad, False, opt_state, 0, theta.shape[0], n_coef, inv_s,
+                        hyper, lr_t)
     return ss
 
 
