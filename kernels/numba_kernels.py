@@ -36,10 +36,19 @@ Compilation policy
 - **Flags.** ``nogil=True`` everywhere (a whole epoch runs without the GIL);
   ``error_model='numpy'`` (a division by zero gives inf/nan instead of a Python exception check
   in every loop, which would also block vectorisation); no ``boundscheck``. ``fastmath`` is
-  limited to FMA contraction (matrix-product loops, :func:`_exp`, the optimizer) and to
-  re-association where a loop sums (dot products, the L2 sum of squares, so they vectorise);
-  never ``nnan``/``ninf``: non-finite values must propagate so the estimator can detect a
+  limited to FMA contraction (matrix-product loops, :func:`_exp`) and to re-association
+  where a loop sums (dot products, the L2 sum of squares, so they vectorise); never
+  ``nnan``/``ninf``: non-finite values must propagate so the estimator can detect a
   diverging fit.
+- **Flags that the context cannot change.** A process that compiles a kernel runs the
+  callees it compiled on their own, while the cached kernel that later processes load holds
+  copies that LLVM optimised again inside it. With re-association, or contraction where an
+  expression offers two products to fuse (``m c1 + g d1``), the two can round differently: so
+  the optimizer's arithmetic per entry is IEEE (:func:`_adam_entry`, as in Cython and
+  scikit-learn) and only its sum of squares re-associates (``_F_SUM``). Every function
+  states ``fastmath``, if only as ``False``: a callee without the option inherits the flags
+  of the first caller that compiles it. A test compares a fresh process's fits with a cached
+  one's, bit for bit.
 
 What keeps the loops vectorised (each measured): in-place loops read and write one array
 variable (two views of one buffer fail LLVM's runtime overlap check); loops start at index 0
@@ -161,10 +170,11 @@ _MIX2 = np.uint64(0x94D049BB133111EB)
 _U11, _U27, _U30, _U31 = np.uint64(11), np.uint64(27), np.uint64(30), np.uint64(31)
 _TWO_M53 = 2.0**-53
 
-_F = dict(cache=True, nogil=True, error_model="numpy")
+# fastmath=False is explicit: a callee without the option inherits its first caller's flags
+_F = dict(cache=True, nogil=True, error_model="numpy", fastmath=False)
 _F_GEMM = dict(_F, fastmath={"contract"})
 _F_GEMM_SUM = dict(_F, fastmath={"contract", "reassoc"})  # dot products may vectorise
-_F_OPT = dict(_F, fastmath={"contract", "reassoc"})
+_F_SUM = dict(_F, fastmath={"reassoc"})  # loops whose only arithmetic of their own is a sum
 
 # ------------------------------------------------------------------------------ types
 _I1 = int64[::1]
@@ -1291,25 +1301,29 @@ def _batch_part(theta, grad, layout, act_params, X, Y, order, first, rows, use_o
 _OPT_BLOCK = 2048
 
 
-@njit(**_F_OPT)
+@njit(**_F)
+def _sgd_entry(w, g0, vi, a, s, eta, mu, nesterov):
+    """One entry of the SGD step: the new ``(theta_i, vel_i)``."""
+    g = (g0 + a * w) * s
+    v = mu * vi - eta * g
+    if nesterov:
+        return w + (mu * v - eta * g), v
+    return w + v, v
+
+
+@njit(**_F_SUM)
 def _sgd_block(theta, grad, vel, a, s, eta, mu, nesterov):
     ss = theta.dtype.type(0.0)
     if nesterov:
         for i in range(theta.shape[0]):
             w = theta[i]
             ss += w * w
-            g = (grad[i] + a * w) * s
-            v = mu * vel[i] - eta * g
-            vel[i] = v
-            theta[i] = w + (mu * v - eta * g)
+            theta[i], vel[i] = _sgd_entry(w, grad[i], vel[i], a, s, eta, mu, True)
     else:
         for i in range(theta.shape[0]):
             w = theta[i]
             ss += w * w
-            g = (grad[i] + a * w) * s
-            v = mu * vel[i] - eta * g
-            vel[i] = v
-            theta[i] = w + v
+            theta[i], vel[i] = _sgd_entry(w, grad[i], vel[i], a, s, eta, mu, False)
     return ss
 
 
@@ -1329,22 +1343,34 @@ def _sgd_range(theta, grad, vel, alpha, inv_s, lr, mom, nesterov):
     return ss
 
 
-@njit(**_F_OPT)
+@njit(**_F)
+def _adam_entry(w, g0, mi, vi, a, s, c1, d1, c2, d2, neg_lr, ep):
+    """One entry of the Adam step: the new ``(theta_i, m_i, v_i)``."""
+    g = (g0 + a * w) * s
+    mi = mi * c1 + g * d1
+    vi = vi * c2 + (g * g) * d2
+    return w + (mi * neg_lr) / (_sqrt(vi) + ep), mi, vi
+
+
+@njit(**_F)
+def _add(x, y):
+    """``x + y`` in IEEE arithmetic inside a loop of ``_F_SUM`` (inlined, it keeps its own
+    flags: none)."""
+    return x + y
+
+
+@njit(**_F_SUM)
 def _adam_block(theta, grad, m, v, a, s, c1, d1, c2, d2, neg_lr, ep):
     ss = theta.dtype.type(0.0)
     for i in range(theta.shape[0]):
         w = theta[i]
         ss += w * w
-        g = (grad[i] + a * w) * s
-        mi = m[i] * c1 + g * d1
-        vi = v[i] * c2 + (g * g) * d2
-        m[i] = mi
-        v[i] = vi
-        theta[i] = w + (mi * neg_lr) / (_sqrt(vi) + ep)
+        theta[i], m[i], v[i] = _adam_entry(w, grad[i], m[i], v[i], a, s, c1, d1, c2, d2,
+                                           neg_lr, ep)
     return ss
 
 
-@njit(**_F_OPT)
+@njit(**_F_SUM)
 def _adam_block_sum(theta, grad, grad1, m, v, a, s, c1, d1, c2, d2, neg_lr, ep):
     """:func:`_adam_block` on the gradient ``grad + grad1`` (a split batch's halves), which
     it leaves in ``grad``: the sum costs no pass of its own."""
@@ -1352,14 +1378,10 @@ def _adam_block_sum(theta, grad, grad1, m, v, a, s, c1, d1, c2, d2, neg_lr, ep):
     for i in range(theta.shape[0]):
         w = theta[i]
         ss += w * w
-        g0 = grad[i] + grad1[i]
+        g0 = _add(grad[i], grad1[i])
         grad[i] = g0
-        g = (g0 + a * w) * s
-        mi = m[i] * c1 + g * d1
-        vi = v[i] * c2 + (g * g) * d2
-        m[i] = mi
-        v[i] = vi
-        theta[i] = w + (mi * neg_lr) / (_sqrt(vi) + ep)
+        theta[i], m[i], v[i] = _adam_entry(w, g0, m[i], v[i], a, s, c1, d1, c2, d2,
+                                           neg_lr, ep)
     return ss
 
 
@@ -1444,7 +1466,7 @@ def _optimizer_step(theta, grad, opt_state, n_coef, inv_s, hyper, counters):
     return ss
 
 
-@njit(**_F_OPT)
+@njit(**_F_SUM)
 def _sum_squares(x):
     ss = 0.0
     for i in range(x.shape[0]):

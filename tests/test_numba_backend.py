@@ -508,6 +508,67 @@ def test_a_process_loads_only_the_kernels_of_the_dtype_it_runs():
     assert epoch == ["float64"]
 
 
+_CACHE_SCRIPT = """
+import sys, warnings
+import numpy as np
+from sklearn.datasets import make_classification
+from fastmlp import MLPClassifier, MLPRegressor
+warnings.simplefilter("ignore")
+X, y = make_classification(n_samples=600, n_features=20, n_informative=8, n_classes=3,
+                           random_state=0)
+r = X[:, 0] * 2.0 - X[:, 1]
+out = {}
+fits = [  # (name, estimator, target): split and whole batches, both solvers, L-BFGS
+    ("adam", MLPClassifier(hidden_layer_sizes=(64, 64), alpha=1e-3, max_iter=3), y),
+    ("adam_large", MLPClassifier(hidden_layer_sizes=(600, 512), activation="tanh",
+                                 max_iter=2), y),
+    ("adam_whole", MLPClassifier(hidden_layer_sizes=(32,), batch_size=32, max_iter=2), y),
+    ("nesterov", MLPRegressor(hidden_layer_sizes=(48,), solver="sgd", momentum=0.9,
+                              learning_rate_init=0.01, max_iter=3), r),
+    ("lbfgs", MLPRegressor(hidden_layer_sizes=(24,), solver="lbfgs", max_iter=15), r),
+]
+for dtype in (np.float64, np.float32):
+    Xd = X.astype(dtype)
+    for name, est, target in fits:
+        est.set_params(backend="numba", random_state=1).fit(Xd, target)
+        key = name + "-" + np.dtype(dtype).name
+        for l, (W, b) in enumerate(zip(est.coefs_, est.intercepts_)):
+            out[key + "-W%d" % l], out[key + "-b%d" % l] = W, b
+        if hasattr(est, "loss_curve_"):
+            out[key + "-loss_curve"] = np.array(est.loss_curve_)
+        out[key + "-loss"] = np.array(est.loss_)
+        out[key + "-predict"] = (est.predict_proba(Xd) if hasattr(est, "predict_proba")
+                                 else est.predict(Xd))
+np.savez(sys.argv[1], **out)
+"""
+
+
+def test_cached_kernels_give_the_numbers_of_freshly_compiled_ones(tmp_path):
+    # The first process compiles the kernels into an empty cache; the second loads them.
+    # Both must give the same fits bit for bit. Re-association or contraction with a choice
+    # of operands let LLVM compile an optimizer loop differently inside the cached epoch than
+    # in the callee that a fresh process runs: weights differed by an ulp between the first
+    # process after an install and every later one.
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), NUMBA_DEBUG_CACHE="1")
+    runs = []
+    for i in range(2):
+        path = tmp_path / f"run{i}.npz"
+        proc = subprocess.run([sys.executable, "-c", _CACHE_SCRIPT, str(path)], env=env,
+                              capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr
+        runs.append((proc.stdout, np.load(path)))
+    (log0, fresh), (log1, cached) = runs
+    assert "data saved" in log0 and "data loaded" not in log0  # compiled everything
+    assert "data loaded" in log1 and "data saved" not in log1  # compiled nothing
+    assert sorted(fresh.files) == sorted(cached.files)
+    differ = [k for k in fresh.files if not np.array_equal(fresh[k], cached[k])]
+    assert not differ, f"cached kernels changed {len(differ)} of {len(fresh.files)}: {differ}"
+
+
 def test_per_dtype_kernels_never_compile_new_types():
     net = _network([6], ["relu"], "softmax", n_in=4)
     theta = _theta(net, np.float64)
