@@ -121,15 +121,18 @@ def test_grid_fit_alone_runs_in_the_calling_thread(monkeypatch):
     real = _bench_workloads.make_estimator
 
     def recording(*args, **kwargs):
-        seen.append(threading.get_ident())
+        # the Thread objects, not get_ident(): a finished thread's ident can be reused
+        seen.append(threading.current_thread())
         return real(*args, **kwargs)
 
     monkeypatch.setattr(_bench_workloads, "make_estimator", recording)
     _bench.grid_fit_times("numpy", 1, 2, 1, epochs=1, cv=2)
-    assert set(seen) == {threading.get_ident()}
+    assert all(t is threading.current_thread() for t in seen)
     seen.clear()
     _bench.grid_fit_times("numpy", 2, 1, 1, epochs=1, cv=2)
-    assert len(set(seen[1:])) == 2 and threading.get_ident() not in seen[1:]
+    workers = seen[1:]
+    assert len({id(t) for t in workers}) == 2
+    assert threading.current_thread() not in workers
 
 
 def test_cold_start_runs_fresh_processes():
