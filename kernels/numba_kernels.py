@@ -80,7 +80,6 @@ from types import FunctionType
 import numpy as np
 from numba import boolean, float32, float64, int64, njit, prange, types, void
 from numba.core import cgutils
-from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic
 from numba.np.arrayobj import make_array, populate_array
 from llvmlite import ir
@@ -458,6 +457,25 @@ def work_size(layout, n_rows):
     return _round_up(max(whole, halves)) + _n_params(layout)
 
 
+def _borrowed(context, builder, src, dtype, res_type, off, shape):
+    """The array of :func:`_view`, :func:`_span` and :func:`_row`: ``res_type``, C-contiguous
+    over ``src``'s data from element ``off`` with ``shape`` (LLVM values), no memory owner."""
+    dst = make_array(res_type)(context, builder)
+    itemsize = context.get_constant(types.intp,
+                                    context.get_abi_sizeof(context.get_data_type(dtype)))
+    strides = [itemsize]
+    for extent in shape[:0:-1]:
+        strides.insert(0, builder.mul(strides[0], extent))
+    populate_array(dst, data=builder.gep(src.data, [off]), shape=shape, strides=strides,
+                   itemsize=itemsize, meminfo=cgutils.get_null_value(src.meminfo.type),
+                   parent=cgutils.get_null_value(src.parent.type))
+    return dst._getvalue()
+
+
+def _intp(context, builder, sig, args, i):
+    return context.cast(builder, args[i], sig.args[i], types.intp)
+
+
 @intrinsic
 def _view(typingctx, work, off, rows, cols):
     """``work[off : off + rows * cols]`` as a C-contiguous (rows, cols) matrix.
@@ -479,19 +497,9 @@ def _view(typingctx, work, off, rows, cols):
 
     def codegen(context, builder, sig, args):
         src = make_array(sig.args[0])(context, builder, args[0])
-        dst = make_array(res_type)(context, builder)
-        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(
-            context.get_data_type(work.dtype)))
-        off_v = context.cast(builder, args[1], sig.args[1], types.intp)
-        rows_v = context.cast(builder, args[2], sig.args[2], types.intp)
-        cols_v = context.cast(builder, args[3], sig.args[3], types.intp)
-        populate_array(
-            dst, data=builder.gep(src.data, [off_v]), shape=[rows_v, cols_v],
-            strides=[builder.mul(cols_v, itemsize), itemsize], itemsize=itemsize,
-            meminfo=cgutils.get_null_value(src.meminfo.type),
-            parent=cgutils.get_null_value(src.parent.type),
-        )
-        return dst._getvalue()
+        shape = [_intp(context, builder, sig, args, 2), _intp(context, builder, sig, args, 3)]
+        return _borrowed(context, builder, src, work.dtype, res_type,
+                         _intp(context, builder, sig, args, 1), shape)
 
     return res_type(work, off, rows, cols), codegen
 
@@ -507,16 +515,9 @@ def _span(typingctx, arr, lo, hi):
 
     def codegen(context, builder, sig, args):
         src = make_array(sig.args[0])(context, builder, args[0])
-        dst = make_array(res_type)(context, builder)
-        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(
-            context.get_data_type(arr.dtype)))
-        lo_v = context.cast(builder, args[1], sig.args[1], types.intp)
-        hi_v = context.cast(builder, args[2], sig.args[2], types.intp)
-        populate_array(dst, data=builder.gep(src.data, [lo_v]),
-                       shape=[builder.sub(hi_v, lo_v)], strides=[itemsize],
-                       itemsize=itemsize, meminfo=cgutils.get_null_value(src.meminfo.type),
-                       parent=cgutils.get_null_value(src.parent.type))
-        return dst._getvalue()
+        lo_v = _intp(context, builder, sig, args, 1)
+        n = builder.sub(_intp(context, builder, sig, args, 2), lo_v)
+        return _borrowed(context, builder, src, arr.dtype, res_type, lo_v, [n])
 
     return res_type(arr, lo, hi), codegen
 
@@ -530,16 +531,9 @@ def _row(typingctx, arr, i):
 
     def codegen(context, builder, sig, args):
         src = make_array(sig.args[0])(context, builder, args[0])
-        dst = make_array(res_type)(context, builder)
-        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(
-            context.get_data_type(arr.dtype)))
-        i_v = context.cast(builder, args[1], sig.args[1], types.intp)
         cols = builder.extract_value(src.shape, 1)
-        populate_array(dst, data=builder.gep(src.data, [builder.mul(i_v, cols)]),
-                       shape=[cols], strides=[itemsize], itemsize=itemsize,
-                       meminfo=cgutils.get_null_value(src.meminfo.type),
-                       parent=cgutils.get_null_value(src.parent.type))
-        return dst._getvalue()
+        off = builder.mul(_intp(context, builder, sig, args, 1), cols)
+        return _borrowed(context, builder, src, arr.dtype, res_type, off, [cols])
 
     return res_type(arr, i), codegen
 
