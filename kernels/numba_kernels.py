@@ -1497,14 +1497,19 @@ def opt_split(n_params):
 
 
 @njit(**_F)
-def _optimizer_step(theta, grad, opt_state, n_coef, inv_s, hyper, counters):
+def _optimizer_step(theta, grad, grad1, summed, opt_state, n_coef, inv_s, hyper, counters):
     """The L2 term, the 1/sum(w) scaling and the SGD or Adam step: one pass over ``theta``.
 
-    The weights (``theta[:n_coef]``) get the L2 term, the rest does not. Returns
+    The weights (``theta[:n_coef]``) get the L2 term, the rest does not. With ``summed`` the
+    gradient is ``grad + grad1`` (a split batch's halves): Adam sums them as it reads them,
+    SGD in a pass of its own first (the same IEEE sums either way). Returns
     ``sum ||W_l||^2`` of the weights before the step."""
     alpha = hyper[ALPHA]
     n = theta.shape[0]
     if counters[SOLVER] == SGD:
+        if summed:
+            for i in range(n):
+                grad[i] += grad1[i]
         lr, mom, nesterov = hyper[LR], hyper[MOMENTUM], counters[NESTEROV] != 0
         vel = _row(opt_state, 0)
         ss = _sgd_range(_span(theta, 0, n_coef), _span(grad, 0, n_coef),
@@ -1513,8 +1518,8 @@ def _optimizer_step(theta, grad, opt_state, n_coef, inv_s, hyper, counters):
                    inv_s, lr, mom, nesterov)
     else:
         lr_t = _adam_rate(hyper, counters)
-        ss = _adam_span(theta, grad, grad, False, opt_state, 0, theta.shape[0], n_coef, inv_s,
-                        hyper, lr_t)
+        ss = _adam_span(theta, grad, grad1, summed, opt_state, 0, n, n_coef, inv_s, hyper,
+                        lr_t)
     return ss
 
 
@@ -1667,10 +1672,7 @@ def _train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sw, has_sw, o
                 _ftz_exit(csr_w)
             total = parts[0] + parts[1]
             S = parts[2] + parts[3]
-            summed = adam and mid > 0  # the Adam ranges sum the halves' gradients
-            if not summed:
-                for i in range(n_params):
-                    grad[i] += grad1[i]
+            summed = True  # the optimizer sums the halves' gradients
         else:
             summed = False
             total, S = _batch_part(theta, grad, layout, act_params, X, Y, order, start, rows,
@@ -1686,7 +1688,8 @@ def _train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sw, has_sw, o
                 _ftz_exit(csr_w)
             ss = ss_w[0] + ss_w[1]
         else:
-            ss = _optimizer_step(theta, grad, opt_state, n_coef, 1.0 / S, hyper, counters)
+            ss = _optimizer_step(theta, grad, grad1, summed, opt_state, n_coef, 1.0 / S, hyper,
+                                 counters)
         batch_loss = _data_loss(total, loss_code, S, n_out) + 0.5 * alpha * ss / S
         loss_sum += batch_loss * rows
         counters[STEP] += 1
