@@ -14,7 +14,9 @@ What it measures (the workloads themselves are defined once, in
 - **GEMM peak**: ``numpy.matmul`` of two 2048 x 2048 matrices per dtype, best of several,
   measured before and after the training section; the larger value is the peak.
 - **W4's products alone** (:func:`products_alone`): the matrix products of one W4 fit with
-  nothing else, the ceiling against which W4's fraction of the peak is read.
+  nothing else, the ceiling against which W4's fraction of the peak is read; and its
+  optimizer steps alone (:func:`optimizer_alone`), which with the products bound a fit whose
+  optimizer does not overlap its products.
 - **prediction** on the W1 model (float64): ``predict`` and ``predict_proba`` of one row
   (median over at least 1000 calls, each timed alone) and of all 1797 rows.
 - **cold start**: a fresh ``python`` that imports the library, fits W1 and predicts once,
@@ -333,6 +335,82 @@ def products_alone(wid, quick=False, repeats=3):
             times.append(time.perf_counter() - t)
         med = statistics.median(times)
         out[key] = {"times": times, "median": med, "gflops": flops / med / 1e9}
+    return out
+
+
+def _ceiling_size(quick):
+    """``(n_samples, epochs)`` of one fit of :data:`CEILING_WORKLOAD`."""
+    w = bw.get_workload(CEILING_WORKLOAD)
+    n_samples = w.quick_rows if quick else bw.make_data(CEILING_WORKLOAD)[0].shape[0]
+    return n_samples, w.epochs_for(quick)
+
+
+def optimizer_alone(wid, quick=False, repeats=3):
+    """Seconds that one fit's optimizer steps take by themselves, on one thread.
+
+    The fused step the compiled kernels take after each mini-batch (Cython's
+    ``optimizer_step``: L2 on the weights, ``1/sum(w)``, then the workload's solver update)
+    over the workload's flat parameter vector, as many times as one fit takes it (one per
+    batch of every epoch), with nothing in between. It streams the parameters, the
+    gradient and both moment vectors through memory once per step; with
+    :func:`products_alone` it gives the bound for a fit whose optimizer does not overlap its
+    products: ``products + optimizer``.
+
+    Parameters
+    ----------
+    wid : str
+        Workload id.
+    quick : bool, default=False
+        The workload's quick sizes (rows, epochs).
+    repeats : int, default=3
+        Timed passes per dtype, after one warm-up step; the median is reported.
+
+    Returns
+    -------
+    dict or None
+        ``{'f64': {'times', 'median', 'steps', 'n_params', 'bytes_per_s'}, 'f32': {...}}``
+        (``bytes_per_s``: the step's compulsory traffic, read theta, grad, m and v and
+        write theta, m and v, over the median); ``None`` when the Cython backend does not
+        load (the report says the bound is missing).
+    """
+    from .backends import BackendUnavailableError, get_backend
+    from ._optim import SOLVER_CODES
+
+    try:
+        kern = get_backend("cython")._cy
+    except BackendUnavailableError:
+        return None
+    w = bw.get_workload(wid)
+    n_samples = w.quick_rows if quick else bw.make_data(wid)[0].shape[0]
+    epochs = w.epochs_for(quick)
+    bs = min(w.batch_size, n_samples)
+    steps = epochs * -(-n_samples // bs)
+    units = bw.layer_units(wid)
+    n_coef = sum(a * b for a, b in zip(units[:-1], units[1:]))
+    n = bw.n_params(wid)
+    p = dict(bw.COMMON_PARAMS, **w.extra)
+    hyper = np.array([p.get("learning_rate_init", 1e-3), p.get("momentum", 0.9),
+                      p.get("beta_1", 0.9), p.get("beta_2", 0.999),
+                      p.get("epsilon", 1e-8), p.get("alpha", 1e-4)], dtype=np.float64)
+    rng = np.random.default_rng(0)
+    out = {}
+    for key, dt in DTYPES.items():
+        theta = (rng.standard_normal(n) * 0.01).astype(dt)
+        grad = (rng.standard_normal(n) * bs).astype(dt)
+        state = np.zeros((2, n), dtype=dt)
+        counters = np.zeros(7, dtype=np.int64)
+        counters[0] = SOLVER_CODES[w.solver]
+        counters[1] = int(bool(p.get("nesterovs_momentum", True)))
+        kern.optimizer_step(theta, grad, state, n_coef, hyper, counters, float(bs))
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            for _ in range(steps):
+                kern.optimizer_step(theta, grad, state, n_coef, hyper, counters, float(bs))
+            times.append(time.perf_counter() - t)
+        med = statistics.median(times)
+        out[key] = {"times": times, "median": med, "steps": steps, "n_params": n,
+                    "bytes_per_s": 7 * n * np.dtype(dt).itemsize * steps / med}
     return out
 
 
@@ -1032,6 +1110,17 @@ def render_markdown(results):
                      f"{'float64' if d == 'f64' else 'float32'} {_fmt_s(pa[d]['median'])} s, "
                      f"{pa[d]['gflops']:.1f} GFLOP/s in the training table's terms = "
                      f"{_fmt_pct(pa[d]['gemm_fraction'])} of the peak" for d in DTYPES))
+    for wid, oa in results.get("optimizer_alone", {}).items():
+        f = oa["f64"]
+        L.append(f"- {wid}'s optimizer steps alone (Cython's fused step on one thread, "
+                 f"{f['steps']} steps over {f['n_params']:,} parameters, no other work): "
+                 + "; ".join(
+                     f"{'float64' if d == 'f64' else 'float32'} {_fmt_s(oa[d]['median'])} s "
+                     f"({oa[d]['bytes_per_s'] / 1e9:.1f} GB/s of parameter, gradient and "
+                     f"moment traffic), products + optimizer "
+                     f"{_fmt_pct(oa[d]['with_products_gemm_fraction'])} of the peak"
+                     for d in DTYPES)
+                 + " (the bound for a fit whose optimizer does not overlap its products)")
     L.append("")
 
     tr = results.get("training")
@@ -1374,6 +1463,15 @@ def _run(args, argv):
         for d in DTYPES:
             pa[d]["gemm_fraction"] = pa[d]["gflops"] / results["gemm"][d]["gflops"]
         results["products_alone"] = {CEILING_WORKLOAD: pa}
+        _log(f"{CEILING_WORKLOAD}'s optimizer steps alone")
+        oa = optimizer_alone(CEILING_WORKLOAD, args.quick, 1 if args.quick else 3)
+        if oa is not None:
+            flops = bw.training_flops(CEILING_WORKLOAD, *_ceiling_size(args.quick))
+            for d in DTYPES:
+                both = pa[d]["median"] + oa[d]["median"]
+                oa[d]["with_products_gemm_fraction"] = (
+                    flops / both / 1e9 / results["gemm"][d]["gflops"])
+            results["optimizer_alone"] = {CEILING_WORKLOAD: oa}
     if "training" in results:
         _derive_training(results["training"], results["gemm"],
                          results.get("products_alone", {}))

@@ -174,6 +174,25 @@ def test_products_alone():
         assert r["gflops"] == pytest.approx(flops / r["median"] / 1e9)
 
 
+def test_optimizer_alone_takes_as_many_steps_as_a_fit():
+    # the other half of W4's bound: one fused step per batch of every epoch, on the
+    # workload's parameter count, timed by itself
+    res = _bench.optimizer_alone("W1", quick=True, repeats=2)
+    w = _bench_workloads.get_workload("W1")
+    est = _bench_workloads.make_estimator("fastmlp", "W1", w.quick_epochs, "cython")
+    _bench_workloads.fit_estimator(est, *_bench_workloads.make_data("W1", quick=True))
+    steps = -(-w.quick_rows // w.batch_size) * w.quick_epochs
+    n_params = sum(c.size + b.size for c, b in zip(est.coefs_, est.intercepts_))
+    for d in ("f64", "f32"):
+        r = res[d]
+        assert r["steps"] == steps == est._optimizer.adam_t
+        assert r["n_params"] == n_params
+        assert len(r["times"]) == 2 and all(_positive(t) for t in r["times"])
+        itemsize = 8 if d == "f64" else 4
+        assert r["bytes_per_s"] == pytest.approx(
+            7 * r["n_params"] * itemsize * steps / r["median"])
+
+
 @pytest.mark.parametrize("n_lead", [1, 2])
 def test_failed_row_has_as_many_cells_as_its_table(n_lead):
     # a failed variant's row must line up with the header, or the Markdown table breaks
