@@ -270,6 +270,14 @@ def gemm_peak(repeats=5, n=2048):
     return out
 
 
+def _fit_size(wid, quick):
+    """``(n_samples, epochs, batch_size)`` of one fit of a workload (its quick sizes when
+    ``quick``)."""
+    w = bw.get_workload(wid)
+    n_samples = w.quick_rows if quick else bw.make_data(wid)[0].shape[0]
+    return n_samples, w.epochs_for(quick), min(w.batch_size, n_samples)
+
+
 def products_alone(wid, quick=False, repeats=3):
     """Seconds that one fit's matrix products take by themselves: a workload's ceiling.
 
@@ -298,11 +306,8 @@ def products_alone(wid, quick=False, repeats=3):
         ``6 x n_samples x n_params x epochs`` over the median, the training table's
         convention, so it compares directly with a fit's GFLOP/s.
     """
-    w = bw.get_workload(wid)
-    n_samples = w.quick_rows if quick else bw.make_data(wid)[0].shape[0]
-    epochs = w.epochs_for(quick)
+    n_samples, epochs, bs = _fit_size(wid, quick)
     units = bw.layer_units(wid)
-    bs = min(w.batch_size, n_samples)
     batches = [bs] * (n_samples // bs) + ([n_samples % bs] if n_samples % bs else [])
     flops = bw.training_flops(wid, n_samples, epochs)
     rng = np.random.default_rng(0)
@@ -336,13 +341,6 @@ def products_alone(wid, quick=False, repeats=3):
         med = statistics.median(times)
         out[key] = {"times": times, "median": med, "gflops": flops / med / 1e9}
     return out
-
-
-def _ceiling_size(quick):
-    """``(n_samples, epochs)`` of one fit of :data:`CEILING_WORKLOAD`."""
-    w = bw.get_workload(CEILING_WORKLOAD)
-    n_samples = w.quick_rows if quick else bw.make_data(CEILING_WORKLOAD)[0].shape[0]
-    return n_samples, w.epochs_for(quick)
 
 
 def optimizer_alone(wid, quick=False, repeats=3):
@@ -381,9 +379,7 @@ def optimizer_alone(wid, quick=False, repeats=3):
     except BackendUnavailableError:
         return None
     w = bw.get_workload(wid)
-    n_samples = w.quick_rows if quick else bw.make_data(wid)[0].shape[0]
-    epochs = w.epochs_for(quick)
-    bs = min(w.batch_size, n_samples)
+    n_samples, epochs, bs = _fit_size(wid, quick)
     steps = epochs * -(-n_samples // bs)
     units = bw.layer_units(wid)
     n_coef = sum(a * b for a, b in zip(units[:-1], units[1:]))
@@ -1111,6 +1107,10 @@ def render_markdown(results):
                      f"{pa[d]['gflops']:.1f} GFLOP/s in the training table's terms = "
                      f"{_fmt_pct(pa[d]['gemm_fraction'])} of the peak" for d in DTYPES))
     for wid, oa in results.get("optimizer_alone", {}).items():
+        if oa is None:
+            L.append(f"- {wid}'s optimizer steps alone: not measured (it times the Cython "
+                     "backend's step, and that backend did not load)")
+            continue
         f = oa["f64"]
         L.append(f"- {wid}'s optimizer steps alone (Cython's fused step on one thread, "
                  f"{f['steps']} steps over {f['n_params']:,} parameters, no other work): "
@@ -1466,12 +1466,13 @@ def _run(args, argv):
         _log(f"{CEILING_WORKLOAD}'s optimizer steps alone")
         oa = optimizer_alone(CEILING_WORKLOAD, args.quick, 1 if args.quick else 3)
         if oa is not None:
-            flops = bw.training_flops(CEILING_WORKLOAD, *_ceiling_size(args.quick))
+            flops = bw.training_flops(CEILING_WORKLOAD,
+                                      *_fit_size(CEILING_WORKLOAD, args.quick)[:2])
             for d in DTYPES:
                 both = pa[d]["median"] + oa[d]["median"]
                 oa[d]["with_products_gemm_fraction"] = (
                     flops / both / 1e9 / results["gemm"][d]["gflops"])
-            results["optimizer_alone"] = {CEILING_WORKLOAD: oa}
+        results["optimizer_alone"] = {CEILING_WORKLOAD: oa}
     if "training" in results:
         _derive_training(results["training"], results["gemm"],
                          results.get("products_alone", {}))

@@ -193,6 +193,26 @@ def test_optimizer_alone_takes_as_many_steps_as_a_fit():
             7 * r["n_params"] * itemsize * steps / r["median"])
 
 
+def test_report_states_the_optimizer_bound_or_that_it_is_missing(bench_run):
+    # the header gives products + optimizer as a fraction of the peak, or says why not
+    _, out = bench_run
+    res = json.loads((out / "results.json").read_text())
+    res["products_alone"] = {"W4": {d: {"median": 1.0, "gflops": 90.0, "gemm_fraction": 0.9}
+                                    for d in ("f64", "f32")}}
+    res["optimizer_alone"] = {"W4": {d: {"median": 0.25, "steps": 158, "n_params": 1863690,
+                                         "bytes_per_s": 4e10,
+                                         "with_products_gemm_fraction": 0.72}
+                                     for d in ("f64", "f32")}}
+    md = _bench.render_markdown(res)
+    line = next(ln for ln in md.splitlines() if "optimizer steps alone" in ln)
+    assert "158 steps over 1,863,690 parameters" in line
+    assert line.count("products + optimizer 72.0 % of the peak") == 2
+    assert line.count("40.0 GB/s") == 2
+    res["optimizer_alone"] = {"W4": None}
+    md = _bench.render_markdown(res)
+    assert "W4's optimizer steps alone: not measured" in md
+
+
 @pytest.mark.parametrize("n_lead", [1, 2])
 def test_failed_row_has_as_many_cells_as_its_table(n_lead):
     # a failed variant's row must line up with the header, or the Markdown table breaks
