@@ -12,11 +12,14 @@ What it measures (the workloads themselves are defined once, in
   over the median time) and its fraction of the GEMM peak of the same dtype, and the peak
   memory of one extra, untimed, one-epoch fit (see :func:`_peak_memory`).
 - **GEMM peak**: ``numpy.matmul`` of two 2048 x 2048 matrices per dtype, best of several,
-  measured before and after the training section; the larger value is the peak.
+  measured before and after the training section and in each round of W4; the fastest
+  product of the run gives the peak.
 - **W4's products alone** (:func:`products_alone`): the matrix products of one W4 fit with
   nothing else, the ceiling against which W4's fraction of the peak is read; and its
   optimizer steps alone (:func:`optimizer_alone`), which with the products bound a fit whose
-  optimizer does not overlap its products.
+  optimizer does not overlap its products. Both are timed once in each training round of
+  W4, after its fits, with the round's GEMM peak, so that each fit can also be read
+  against the peak of its own minutes (a shared machine's speed drifts during a run).
 - **prediction** on the W1 model (float64): ``predict`` and ``predict_proba`` of one row
   (median over at least 1000 calls, each timed alone) and of all 1797 rows.
 - **cold start**: a fresh ``python`` that imports the library, fits W1 and predicts once,
@@ -240,6 +243,29 @@ def _stats(times):
     return {"median": statistics.median(t), "min": min(t), "max": max(t), "n": len(t)}
 
 
+def _gemm_passes(n=2048):
+    """Per dtype, a callable that times one ``numpy.matmul`` of two ``n x n`` matrices.
+
+    The operands are drawn and one warm-up product taken here, so each call times the
+    product alone. Returns ``{'f64': callable, 'f32': callable}``, each returning seconds.
+    """
+    rng = np.random.default_rng(0)
+    passes = {}
+    for key, dt in DTYPES.items():
+        a = rng.random((n, n)).astype(dt)
+        b = rng.random((n, n)).astype(dt)
+        c = np.empty((n, n), dtype=dt)
+        np.matmul(a, b, out=c)
+
+        def one(a=a, b=b, c=c):
+            t = time.perf_counter()
+            np.matmul(a, b, out=c)
+            return time.perf_counter() - t
+
+        passes[key] = one
+    return passes
+
+
 def gemm_peak(repeats=5, n=2048):
     """Best GFLOP/s of ``numpy.matmul`` on two ``n x n`` matrices, per dtype.
 
@@ -255,17 +281,8 @@ def gemm_peak(repeats=5, n=2048):
         ``{'f64': {'times': [...], 'gflops': best}, 'f32': {...}}``.
     """
     out = {}
-    rng = np.random.default_rng(0)
-    for key, dt in DTYPES.items():
-        a = rng.random((n, n)).astype(dt)
-        b = rng.random((n, n)).astype(dt)
-        c = np.empty((n, n), dtype=dt)
-        np.matmul(a, b, out=c)
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            np.matmul(a, b, out=c)
-            times.append(time.perf_counter() - t)
+    for key, one in _gemm_passes(n).items():
+        times = [one() for _ in range(repeats)]
         out[key] = {"times": times, "gflops": 2.0 * n**3 / min(times) / 1e9}
     return out
 
@@ -278,6 +295,50 @@ def _fit_size(wid, quick):
     return n_samples, w.epochs_for(quick), min(w.batch_size, n_samples)
 
 
+def _products_passes(wid, quick):
+    """Per dtype, a callable that times one pass of a fit's matrix products alone (see
+    :func:`products_alone`); operands are allocated and one batch is warmed up here.
+    Returns ``{'f64': callable, 'f32': callable}``, each returning seconds."""
+    n_samples, epochs, bs = _fit_size(wid, quick)
+    units = bw.layer_units(wid)
+    batches = [bs] * (n_samples // bs) + ([n_samples % bs] if n_samples % bs else [])
+    pairs = list(zip(units[:-1], units[1:]))
+    rng = np.random.default_rng(0)
+    passes = {}
+    for key, dt in DTYPES.items():
+        # inputs never receive an output, so values stay bounded whatever the count
+        A = [rng.random((bs, fi)).astype(dt) for fi, _ in pairs]
+        W = [(rng.random((fi, fo)) / fi).astype(dt) for fi, fo in pairs]
+        D = [rng.random((bs, fo)).astype(dt) for _, fo in pairs]
+        Z = [np.empty((bs, fo), dtype=dt) for _, fo in pairs]
+        G = [np.empty((fi, fo), dtype=dt) for fi, fo in pairs]
+        E = [np.empty((bs, fi), dtype=dt) for fi, _ in pairs]
+
+        def batch(rows, A=A, W=W, D=D, Z=Z, G=G, E=E):
+            for a, wl, z in zip(A, W, Z):
+                np.matmul(a[:rows], wl, out=z[:rows])
+            for i in range(len(pairs) - 1, -1, -1):
+                np.matmul(A[i][:rows].T, D[i][:rows], out=G[i])
+                if i > 0:
+                    np.matmul(D[i][:rows], W[i].T, out=E[i][:rows])
+
+        def one(batch=batch):
+            t = time.perf_counter()
+            for _ in range(epochs):
+                for rows in batches:
+                    batch(rows)
+            return time.perf_counter() - t
+
+        batch(bs)
+        passes[key] = one
+    return passes
+
+
+def _products_summary(times, flops):
+    med = statistics.median(times)
+    return {"times": list(times), "median": med, "gflops": flops / med / 1e9}
+
+
 def products_alone(wid, quick=False, repeats=3):
     """Seconds that one fit's matrix products take by themselves: a workload's ceiling.
 
@@ -288,7 +349,8 @@ def products_alone(wid, quick=False, repeats=3):
     last one short), through ``numpy.matmul`` with the BLAS's default threads (the library
     whose peak :func:`gemm_peak` measures), and nothing else: no activation, loss,
     optimizer, data gathering or Python between them. A fit cannot be faster than this on
-    this BLAS; its training GFLOP/s over this one's says how close it comes.
+    this BLAS; its training GFLOP/s over this one's says how close it comes. (The bench
+    times one such pass in each training round of W4 instead, beside the fits.)
 
     Parameters
     ----------
@@ -306,41 +368,58 @@ def products_alone(wid, quick=False, repeats=3):
         ``6 x n_samples x n_params x epochs`` over the median, the training table's
         convention, so it compares directly with a fit's GFLOP/s.
     """
-    n_samples, epochs, bs = _fit_size(wid, quick)
+    flops = bw.training_flops(wid, *_fit_size(wid, quick)[:2])
+    return {key: _products_summary([one() for _ in range(repeats)], flops)
+            for key, one in _products_passes(wid, quick).items()}
+
+
+def _optimizer_passes(wid, quick):
+    """Per dtype, a callable that times one fit's optimizer steps alone (see
+    :func:`optimizer_alone`), and ``(steps, n_params)``; ``None`` when the Cython backend
+    does not load."""
+    from .backends import BackendUnavailableError, get_backend
+    from ._optim import SOLVER_CODES
+
+    try:
+        kern = get_backend("cython")._cy
+    except BackendUnavailableError:
+        return None
+    w = bw.get_workload(wid)
+    _, _, bs = _fit_size(wid, quick)
+    steps = _fit_steps(wid, quick)
     units = bw.layer_units(wid)
-    batches = [bs] * (n_samples // bs) + ([n_samples % bs] if n_samples % bs else [])
-    flops = bw.training_flops(wid, n_samples, epochs)
+    n_coef = sum(a * b for a, b in zip(units[:-1], units[1:]))
+    n = bw.n_params(wid)
+    p = dict(bw.COMMON_PARAMS, **w.extra)
+    hyper = np.array([p.get("learning_rate_init", 1e-3), p.get("momentum", 0.9),
+                      p.get("beta_1", 0.9), p.get("beta_2", 0.999),
+                      p.get("epsilon", 1e-8), p.get("alpha", 1e-4)], dtype=np.float64)
     rng = np.random.default_rng(0)
-    out = {}
+    passes = {}
     for key, dt in DTYPES.items():
-        pairs = list(zip(units[:-1], units[1:]))
-        # inputs never receive an output, so values stay bounded whatever the count
-        A = [rng.random((bs, fi)).astype(dt) for fi, _ in pairs]
-        W = [(rng.random((fi, fo)) / fi).astype(dt) for fi, fo in pairs]
-        D = [rng.random((bs, fo)).astype(dt) for _, fo in pairs]
-        Z = [np.empty((bs, fo), dtype=dt) for _, fo in pairs]
-        G = [np.empty((fi, fo), dtype=dt) for fi, fo in pairs]
-        E = [np.empty((bs, fi), dtype=dt) for fi, _ in pairs]
+        theta = (rng.standard_normal(n) * 0.01).astype(dt)
+        grad = (rng.standard_normal(n) * bs).astype(dt)
+        state = np.zeros((2, n), dtype=dt)
+        counters = np.zeros(7, dtype=np.int64)
+        counters[0] = SOLVER_CODES[w.solver]
+        counters[1] = int(bool(p.get("nesterovs_momentum", True)))
 
-        def batch(rows):
-            for a, wl, z in zip(A, W, Z):
-                np.matmul(a[:rows], wl, out=z[:rows])
-            for i in range(len(pairs) - 1, -1, -1):
-                np.matmul(A[i][:rows].T, D[i][:rows], out=G[i])
-                if i > 0:
-                    np.matmul(D[i][:rows], W[i].T, out=E[i][:rows])
-
-        batch(bs)
-        times = []
-        for _ in range(repeats):
+        def one(theta=theta, grad=grad, state=state, counters=counters):
             t = time.perf_counter()
-            for _ in range(epochs):
-                for rows in batches:
-                    batch(rows)
-            times.append(time.perf_counter() - t)
-        med = statistics.median(times)
-        out[key] = {"times": times, "median": med, "gflops": flops / med / 1e9}
-    return out
+            for _ in range(steps):
+                kern.optimizer_step(theta, grad, state, n_coef, hyper, counters, float(bs))
+            return time.perf_counter() - t
+
+        kern.optimizer_step(theta, grad, state, n_coef, hyper, counters, float(bs))
+        passes[key] = one
+    return passes, (steps, n)
+
+
+def _optimizer_summary(times, steps, n_params, dtype_key):
+    med = statistics.median(times)
+    itemsize = np.dtype(DTYPES[dtype_key]).itemsize
+    return {"times": list(times), "median": med, "steps": steps, "n_params": n_params,
+            "bytes_per_s": 7 * n_params * itemsize * steps / med}
 
 
 def optimizer_alone(wid, quick=False, repeats=3):
@@ -352,7 +431,8 @@ def optimizer_alone(wid, quick=False, repeats=3):
     batch of every epoch), with nothing in between. It streams the parameters, the
     gradient and both moment vectors through memory once per step; with
     :func:`products_alone` it gives the bound for a fit whose optimizer does not overlap its
-    products: ``products + optimizer``.
+    products: ``products + optimizer``. (The bench times one such pass in each training
+    round of W4 instead, beside the fits.)
 
     Parameters
     ----------
@@ -371,43 +451,12 @@ def optimizer_alone(wid, quick=False, repeats=3):
         write theta, m and v, over the median); ``None`` when the Cython backend does not
         load (the report says the bound is missing).
     """
-    from .backends import BackendUnavailableError, get_backend
-    from ._optim import SOLVER_CODES
-
-    try:
-        kern = get_backend("cython")._cy
-    except BackendUnavailableError:
+    made = _optimizer_passes(wid, quick)
+    if made is None:
         return None
-    w = bw.get_workload(wid)
-    n_samples, epochs, bs = _fit_size(wid, quick)
-    steps = epochs * -(-n_samples // bs)
-    units = bw.layer_units(wid)
-    n_coef = sum(a * b for a, b in zip(units[:-1], units[1:]))
-    n = bw.n_params(wid)
-    p = dict(bw.COMMON_PARAMS, **w.extra)
-    hyper = np.array([p.get("learning_rate_init", 1e-3), p.get("momentum", 0.9),
-                      p.get("beta_1", 0.9), p.get("beta_2", 0.999),
-                      p.get("epsilon", 1e-8), p.get("alpha", 1e-4)], dtype=np.float64)
-    rng = np.random.default_rng(0)
-    out = {}
-    for key, dt in DTYPES.items():
-        theta = (rng.standard_normal(n) * 0.01).astype(dt)
-        grad = (rng.standard_normal(n) * bs).astype(dt)
-        state = np.zeros((2, n), dtype=dt)
-        counters = np.zeros(7, dtype=np.int64)
-        counters[0] = SOLVER_CODES[w.solver]
-        counters[1] = int(bool(p.get("nesterovs_momentum", True)))
-        kern.optimizer_step(theta, grad, state, n_coef, hyper, counters, float(bs))
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            for _ in range(steps):
-                kern.optimizer_step(theta, grad, state, n_coef, hyper, counters, float(bs))
-            times.append(time.perf_counter() - t)
-        med = statistics.median(times)
-        out[key] = {"times": times, "median": med, "steps": steps, "n_params": n,
-                    "bytes_per_s": 7 * n * np.dtype(dt).itemsize * steps / med}
-    return out
+    passes, (steps, n) = made
+    return {key: _optimizer_summary([one() for _ in range(repeats)], steps, n, key)
+            for key, one in passes.items()}
 
 
 # ------------------------------------------------------------------------------- variants
@@ -456,14 +505,30 @@ def _peak_memory(v, wid, X, y):
         tracemalloc.stop()
 
 
-def run_training(wid, variants, repeats, quick, memory=True):
+def run_training(wid, variants, repeats, quick, memory=True, probes=None):
     """Time every variant on workload ``wid``, interleaved, ``repeats`` rounds.
+
+    Parameters
+    ----------
+    wid : str
+    variants : list of dict
+        From :func:`_variants`.
+    repeats : int
+        Rounds; each fits every variant once, in order.
+    quick : bool
+    memory : bool, default=True
+        Measure each variant's peak memory after the rounds.
+    probes : dict of str to callable, optional
+        Reference passes timed once per round after the fits (each returns its seconds):
+        the GEMM peak and W4's bounds, so that a fit and the figures it is read against
+        are timed in the same minutes of a machine whose speed drifts.
 
     Returns
     -------
     dict
-        ``{'workload': ..., 'variants': {key: {...}}}`` with raw times, statistics, final
-        loss, peak memory, and an ``error`` string for a variant that failed.
+        ``{'workload': ..., 'variants': {key: {...}}, 'probes': {name: [seconds per
+        round]}}`` with raw times, statistics, final loss, peak memory, and an ``error``
+        string for a variant that failed.
     """
     w = bw.get_workload(wid)
     epochs = w.epochs_for(quick)
@@ -475,6 +540,7 @@ def run_training(wid, variants, repeats, quick, memory=True):
         "workload": dict(w.describe(), n_samples=n_samples, n_features=X64.shape[1],
                          epochs_run=epochs, n_params=bw.n_params(wid), flops_per_fit=flops),
         "variants": {},
+        "probes": {name: [] for name in (probes or {})},
     }
     live = []
     # warm-up on a few rows and one epoch: imports, JIT compilation and first-call caches
@@ -508,6 +574,11 @@ def run_training(wid, variants, repeats, quick, memory=True):
             if hasattr(model, "backend_"):
                 r["backend_used"] = model.backend_
             _log(f"{wid} round {rnd + 1}/{repeats} {r['label']:<22} {dt:8.3f} s")
+        for name, probe in (probes or {}).items():
+            gc.collect()
+            dt = probe()
+            res["probes"][name].append(dt)
+            _log(f"{wid} round {rnd + 1}/{repeats} {name:<22} {dt:8.3f} s")
     if memory:
         for v in live:
             r = res["variants"][v["key"]]
@@ -518,6 +589,76 @@ def run_training(wid, variants, repeats, quick, memory=True):
                 r["mem_error"] = f"{type(exc).__name__}: {exc}"
         _log(f"{wid} peak memory measured")
     return res
+
+
+GEMM_PROBE_PRODUCTS = 3
+"""Products per dtype in each round's GEMM-peak probe; the probe keeps the fastest."""
+
+
+def _ceiling_probes(wid, quick):
+    """The per-round probes of the ceiling workload: per dtype, the GEMM peak (fastest of
+    ``GEMM_PROBE_PRODUCTS`` 2048 x 2048 products), one pass of the fit's products alone
+    (:func:`products_alone`) and, when the Cython backend loads, one pass of its optimizer
+    steps alone (:func:`optimizer_alone`)."""
+    gemm = _gemm_passes()
+    probes = {f"gemm-{d}": (lambda one=one: min(one() for _ in range(GEMM_PROBE_PRODUCTS)))
+              for d, one in gemm.items()}
+    probes.update({f"products-{d}": one for d, one in _products_passes(wid, quick).items()})
+    made = _optimizer_passes(wid, quick)
+    if made is not None:
+        probes.update({f"optimizer-{d}": one for d, one in made[0].items()})
+    return probes
+
+
+def _paired(values):
+    """Median, min and max of per-round values, with the values."""
+    return {"rounds": list(values), "median": statistics.median(values),
+            "min": min(values), "max": max(values)}
+
+
+def _ceiling_bounds(results, quick):
+    """From the ceiling workload's per-round probes: ``results['products_alone']`` and
+    ``results['optimizer_alone']`` (medians over the rounds, against the run's peak, as
+    :func:`products_alone` and :func:`optimizer_alone` report them), and the same figures
+    paired round by round with that round's own GEMM peak (``*_paired``), for the bounds
+    and, in ``results['training']``, for each variant of the workload
+    (``gemm_fraction_paired``)."""
+    wid = CEILING_WORKLOAD
+    res = results["training"][wid]
+    rounds = res["probes"]
+    n_samples, epochs, _ = _fit_size(wid, quick)
+    flops = bw.training_flops(wid, n_samples, epochs)
+    peak_flops = 2.0 * 2048**3
+    pa, oa = {}, None
+    for d in DTYPES:
+        peaks = [peak_flops / t for t in rounds[f"gemm-{d}"]]  # FLOP/s of each round
+        prod = rounds[f"products-{d}"]
+        pa[d] = _products_summary(prod, flops)
+        pa[d]["gemm_fraction"] = pa[d]["gflops"] / results["gemm"][d]["gflops"]
+        pa[d]["gemm_fraction_paired"] = _paired(
+            [flops / t / p for t, p in zip(prod, peaks)])
+        if f"optimizer-{d}" in rounds:
+            opt = rounds[f"optimizer-{d}"]
+            steps, n = _fit_steps(wid, quick), bw.n_params(wid)
+            oa = oa or {}
+            oa[d] = _optimizer_summary(opt, steps, n, d)
+            oa[d]["with_products_gemm_fraction"] = (
+                flops / (pa[d]["median"] + oa[d]["median"]) / 1e9
+                / results["gemm"][d]["gflops"])
+            oa[d]["with_products_gemm_fraction_paired"] = _paired(
+                [flops / (t + u) / p for t, u, p in zip(prod, opt, peaks)])
+        for r in res["variants"].values():
+            if r["dtype"] == d and r["times"] and len(r["times"]) == len(peaks):
+                r["gemm_fraction_paired"] = _paired(
+                    [flops / t / p for t, p in zip(r["times"], peaks)])
+    results["products_alone"] = {wid: pa}
+    results["optimizer_alone"] = {wid: oa}
+
+
+def _fit_steps(wid, quick):
+    """Optimizer steps of one fit: one per batch of every epoch."""
+    n_samples, epochs, bs = _fit_size(wid, quick)
+    return epochs * -(-n_samples // bs)
 
 
 def _derive_training(tr, gemm, ceilings=None):
@@ -983,6 +1124,9 @@ def check_floors(results):
                 pa = results.get("products_alone", {}).get("W4", {}).get(d)
                 ceil = (f" (products alone: {_fmt_pct(pa['gemm_fraction'])}; the fit: "
                         f"{_fmt_pct(r.get('products_alone_fraction'))} of that)") if pa else ""
+                paired = r.get("gemm_fraction_paired")
+                if paired:
+                    ceil += f" (against its own round's peak: {_fmt_pct(paired['median'])})"
                 rows.append(dict(check=f"W4 {d} fraction of GEMM peak{ceil}", backend=b,
                                  measured=m, floor=FLOORS["W4_gemm_fraction"], unit="frac",
                                  met=None if m is None else m >= FLOORS["W4_gemm_fraction"]))
@@ -1058,6 +1202,55 @@ def _failed_row(lead, error, n_columns):
     return "| " + " | ".join(cells) + " |" + " |" * (n_columns - len(cells))
 
 
+def _paired_note(paired):
+    """`` (against its own round's peak: median, min-max)`` or nothing."""
+    if not paired:
+        return ""
+    return (f" (against its own round's peak: {_fmt_pct(paired['median'])}, "
+            f"{_fmt_pct(paired['min'])}-{_fmt_pct(paired['max'])})")
+
+
+def _render_paired(results):
+    """The ceiling workload's fits and bounds, each round against that round's peak."""
+    res = results.get("training", {}).get(CEILING_WORKLOAD)
+    if not res or not res.get("probes", {}).get("gemm-f64"):
+        return []
+    wid = CEILING_WORKLOAD
+    rounds = res["probes"]
+    L = [f"### {wid} against the GEMM peak of its own round\n",
+         "A shared machine's speed drifts during a run. Each round of the table above also "
+         f"timed, after its {wid} fits, the GEMM peak (fastest of {GEMM_PROBE_PRODUCTS} "
+         "products per dtype), the fit's products alone and its optimizer steps alone; here "
+         "each fit and bound is set against the peak of its own round (median and min-max "
+         "over the rounds). The floor check below uses the stricter figure of the table "
+         "above: the fit's median against the best peak of the whole run.\n",
+         "Peak per round, GFLOP/s: " + "; ".join(
+             f"{'float64' if d == 'f64' else 'float32'} "
+             + ", ".join(f"{2.0 * 2048**3 / t / 1e9:.1f}" for t in rounds[f"gemm-{d}"])
+             for d in DTYPES) + ".\n"]
+    L += _table_head("variant", "of its round's peak", "min-max", "of the run's best peak")
+    rows = [(r["label"], r.get("gemm_fraction_paired"), r.get("gemm_fraction"))
+            for r in res["variants"].values() if r.get("gemm_fraction_paired")]
+    for d in DTYPES:
+        name = "float64" if d == "f64" else "float32"
+        pa = results.get("products_alone", {}).get(wid, {}).get(d)
+        if pa:
+            rows.append((f"products alone {name}", pa.get("gemm_fraction_paired"),
+                         pa.get("gemm_fraction")))
+        oa = (results.get("optimizer_alone", {}).get(wid) or {}).get(d)
+        if oa:
+            rows.append((f"products + optimizer {name}",
+                         oa.get("with_products_gemm_fraction_paired"),
+                         oa.get("with_products_gemm_fraction")))
+    for label, paired, best in rows:
+        if not paired:
+            continue
+        L.append(f"| {label} | {_fmt_pct(paired['median'])} | {_fmt_pct(paired['min'])}-"
+                 f"{_fmt_pct(paired['max'])} | {_fmt_pct(best)} |")
+    L.append("")
+    return L
+
+
 def render_markdown(results):
     """``results.md``: the tables of one run, from the dict written to ``results.json``."""
     meta = results["meta"]
@@ -1101,11 +1294,15 @@ def render_markdown(results):
                  f"float64 {g['f64']['gflops']:.1f} GFLOP/s, "
                  f"float32 {g['f32']['gflops']:.1f} GFLOP/s")
     for wid, pa in results.get("products_alone", {}).items():
+        rounds = len(pa["f64"]["times"])
         L.append(f"- {wid}'s matrix products alone (the shapes and count of one fit, numpy "
-                 "matmul, no other work: the bound for a fit on this BLAS): " + ", ".join(
+                 "matmul, no other work: the bound for a fit on this BLAS; one pass in each "
+                 f"of the {rounds} training rounds of {wid}, after its fits, median): "
+                 + ", ".join(
                      f"{'float64' if d == 'f64' else 'float32'} {_fmt_s(pa[d]['median'])} s, "
                      f"{pa[d]['gflops']:.1f} GFLOP/s in the training table's terms = "
-                     f"{_fmt_pct(pa[d]['gemm_fraction'])} of the peak" for d in DTYPES))
+                     f"{_fmt_pct(pa[d]['gemm_fraction'])} of the peak"
+                     + _paired_note(pa[d].get("gemm_fraction_paired")) for d in DTYPES))
     for wid, oa in results.get("optimizer_alone", {}).items():
         if oa is None:
             L.append(f"- {wid}'s optimizer steps alone: not measured (it times the Cython "
@@ -1119,6 +1316,7 @@ def render_markdown(results):
                      f"({oa[d]['bytes_per_s'] / 1e9:.1f} GB/s of parameter, gradient and "
                      f"moment traffic), products + optimizer "
                      f"{_fmt_pct(oa[d]['with_products_gemm_fraction'])} of the peak"
+                     + _paired_note(oa[d].get("with_products_gemm_fraction_paired"))
                      for d in DTYPES)
                  + " (the bound for a fit whose optimizer does not overlap its products)")
     L.append("")
@@ -1154,6 +1352,7 @@ def render_markdown(results):
                     f"{_fmt_pct(r.get('gemm_fraction'))} | {loss} | "
                     f"{_fmt_mib(r.get('mem_peak_bytes'))} |")
         L.append("")
+        L += _render_paired(results)
 
     pr = results.get("predict")
     if pr:
@@ -1442,8 +1641,10 @@ def _run(args, argv):
         tr = {}
         for wid in args.workloads:
             _log(f"== {wid}: {bw.get_workload(wid).name}")
+            probes = _ceiling_probes(wid, args.quick) if wid == CEILING_WORKLOAD else None
             tr[wid] = run_training(wid, _variants(backends, use_torch), args.repeats,
-                                   args.quick, memory=not args.no_memory)
+                                   args.quick, memory=not args.no_memory, probes=probes)
+            del probes
             failed |= any(r.get("error") for r in tr[wid]["variants"].values())
         results["training"] = tr
     if args.quick:
@@ -1452,27 +1653,16 @@ def _run(args, argv):
         # the machine is shared: measure again after the long section, keep the better
         _log("GEMM peak (2048 x 2048), after")
         g2 = gemm_peak(gemm_reps)
+    ceiling = results.get("training", {}).get(CEILING_WORKLOAD)
+    rounds = ceiling["probes"] if ceiling else {}
     results["gemm"] = {"n": 2048, "before": g1, "after": g2}
     for d in DTYPES:
-        results["gemm"][d] = {"gflops": max(g1[d]["gflops"], g2[d]["gflops"]),
-                              "times": g1[d]["times"] + (g2[d]["times"] if g2 is not g1
-                                                         else [])}
-    if "training" in results and CEILING_WORKLOAD in args.workloads:
-        _log(f"{CEILING_WORKLOAD}'s matrix products alone")
-        pa = products_alone(CEILING_WORKLOAD, args.quick, 1 if args.quick else 3)
-        for d in DTYPES:
-            pa[d]["gemm_fraction"] = pa[d]["gflops"] / results["gemm"][d]["gflops"]
-        results["products_alone"] = {CEILING_WORKLOAD: pa}
-        _log(f"{CEILING_WORKLOAD}'s optimizer steps alone")
-        oa = optimizer_alone(CEILING_WORKLOAD, args.quick, 1 if args.quick else 3)
-        if oa is not None:
-            flops = bw.training_flops(CEILING_WORKLOAD,
-                                      *_fit_size(CEILING_WORKLOAD, args.quick)[:2])
-            for d in DTYPES:
-                both = pa[d]["median"] + oa[d]["median"]
-                oa[d]["with_products_gemm_fraction"] = (
-                    flops / both / 1e9 / results["gemm"][d]["gflops"])
-        results["optimizer_alone"] = {CEILING_WORKLOAD: oa}
+        # the run's peak is the best product of the run: before, after, and every round
+        times = (g1[d]["times"] + (g2[d]["times"] if g2 is not g1 else [])
+                 + rounds.get(f"gemm-{d}", []))
+        results["gemm"][d] = {"gflops": 2.0 * 2048**3 / min(times) / 1e9, "times": times}
+    if ceiling:
+        _ceiling_bounds(results, args.quick)
     if "training" in results:
         _derive_training(results["training"], results["gemm"],
                          results.get("products_alone", {}))

@@ -197,7 +197,8 @@ def test_report_states_the_optimizer_bound_or_that_it_is_missing(bench_run):
     # the header gives products + optimizer as a fraction of the peak, or says why not
     _, out = bench_run
     res = json.loads((out / "results.json").read_text())
-    res["products_alone"] = {"W4": {d: {"median": 1.0, "gflops": 90.0, "gemm_fraction": 0.9}
+    res["products_alone"] = {"W4": {d: {"times": [1.0] * 3, "median": 1.0, "gflops": 90.0,
+                                        "gemm_fraction": 0.9}
                                     for d in ("f64", "f32")}}
     res["optimizer_alone"] = {"W4": {d: {"median": 0.25, "steps": 158, "n_params": 1863690,
                                          "bytes_per_s": 4e10,
@@ -221,3 +222,82 @@ def test_failed_row_has_as_many_cells_as_its_table(n_lead):
     assert head.count("|") == sep.count("|") == row.count("|") == 7
     assert f"failed: {'x' * 80} |" in row
     assert _bench._failed_row(["v"], None, 6).startswith("| v | failed:  |")
+
+
+def test_probes_are_timed_once_per_round_after_the_fits():
+    # the peak and W4's bounds are timed in the same rounds as the fits they are read against
+    order = []
+
+    def probe():
+        order.append(len(res_times()))
+        return 0.5
+
+    variants = [v for v in _bench._variants(["numpy"], False) if v["dtype"] == "f64"]
+    holder = {}
+
+    def res_times():
+        return holder.get("times", [])
+
+    orig = _bench._fit_variant
+
+    def fit(v, *args):
+        model = orig(v, *args)
+        holder.setdefault("times", []).append(v["key"])
+        return model
+
+    _bench._fit_variant, saved = fit, orig
+    try:
+        res = _bench.run_training("W1", variants, 2, True, memory=False,
+                                  probes={"p": probe})
+    finally:
+        _bench._fit_variant = saved
+    assert res["probes"] == {"p": [0.5, 0.5]}
+    # warm-up fits (2) + one round's fits (2) before the first probe, another round's after
+    assert order == [4, 6]
+
+
+def _ceiling_results(fit_times, rounds):
+    wid = _bench.CEILING_WORKLOAD
+    res = {"training": {wid: {"variants": {
+        "fastmlp-cython-f64": {"label": "fastmlp cython f64", "dtype": "f64",
+                               "times": fit_times["f64"]},
+        "fastmlp-cython-f32": {"label": "fastmlp cython f32", "dtype": "f32",
+                               "times": fit_times["f32"]}},
+        "probes": rounds}}}
+    res["gemm"] = {d: {"gflops": 2.0 * 2048**3 / min(rounds[f"gemm-{d}"]) / 1e9}
+                   for d in ("f64", "f32")}
+    return res
+
+
+def test_ceiling_bounds_pair_each_round_with_its_own_peak():
+    wid = _bench.CEILING_WORKLOAD
+    flops = _bench_workloads.training_flops(wid, *_bench._fit_size(wid, True)[:2])
+    peak = 2.0 * 2048**3
+    # round 2 is a slow minute of the machine: the peak and the fit both take twice as long
+    rounds = {f"gemm-{d}": [peak / 1e11, peak / 5e10] for d in ("f64", "f32")}
+    rounds.update({f"products-{d}": [flops / 0.95e11, flops / 0.475e11] for d in ("f64", "f32")})
+    rounds.update({f"optimizer-{d}": [flops / 1e12, flops / 0.5e12] for d in ("f64", "f32")})
+    fits = {d: [flops / 0.86e11, flops / 0.43e11] for d in ("f64", "f32")}
+    res = _ceiling_results(fits, rounds)
+    _bench._ceiling_bounds(res, True)
+    for d in ("f64", "f32"):
+        r = res["training"][wid]["variants"][f"fastmlp-cython-{d}"]
+        assert r["gemm_fraction_paired"]["rounds"] == pytest.approx([0.86, 0.86])
+        pa = res["products_alone"][wid][d]
+        assert pa["gemm_fraction_paired"]["median"] == pytest.approx(0.95)
+        # against the run's best peak the median products pass reads lower
+        assert pa["gemm_fraction"] == pytest.approx(flops / pa["median"] / 1e11)
+        assert pa["gemm_fraction"] < 0.95
+        oa = res["optimizer_alone"][wid][d]
+        both = 1 / (1 / 0.95e11 + 1 / 1e12) / 1e11
+        assert oa["with_products_gemm_fraction_paired"]["median"] == pytest.approx(both)
+        assert oa["steps"] == _bench._fit_steps(wid, True)
+    md = "\n".join(_bench._render_paired(res))
+    assert "### W4 against the GEMM peak of its own round" in md
+    assert "| fastmlp cython f32 | 86.0 % | 86.0 %-86.0 % |" in md
+    assert "| products alone float64 | 95.0 % |" in md
+    # without the Cython backend there is no optimizer probe, and no bound from it
+    rounds = {k: v for k, v in rounds.items() if not k.startswith("optimizer")}
+    res = _ceiling_results(fits, rounds)
+    _bench._ceiling_bounds(res, True)
+    assert res["optimizer_alone"] == {wid: None}
