@@ -767,6 +767,8 @@ def run_predict(backends, quick, use_torch, one_row_calls=None, all_rows_calls=N
 
 # ----------------------------------------------------------------------------- cold start
 _COLD_SCRIPT = """\
+import time
+_t = [time.time()]
 import sys, warnings
 lib, backend = sys.argv[1], sys.argv[2]
 if lib == "python":
@@ -777,13 +779,33 @@ if lib == "sklearn":
 else:
     from fastmlp import MLPClassifier
     kw = {{"backend": backend}}
+_t.append(time.time())
 from sklearn.datasets import load_digits
 X, y = load_digits(return_X_y=True)
 warnings.simplefilter("ignore")
+_t.append(time.time())
 clf = MLPClassifier(**{params!r}, **kw).fit(X, y)
 clf.predict(X[:1])
+_t.append(time.time())
 print(getattr(clf, "backend_", ""))
+print("PHASES", *_t)
 """
+
+COLD_PHASES = ("start", "import", "data", "fit_predict", "exit")
+"""A cold-start process's phases, from the script's wall-clock marks: the interpreter's start
+(spawn to the script's first line), importing the library's ``MLPClassifier``, importing and
+loading the digits data, ``fit`` and one ``predict``, and the rest (printing, then the
+interpreter's exit: its final garbage collections and module teardown)."""
+
+
+def _cold_phases(t_spawn, t_done, stdout):
+    """``{phase: seconds}`` of one cold-start process (:data:`COLD_PHASES`), or None when the
+    script printed no marks (the empty interpreter)."""
+    line = next((ln for ln in stdout.splitlines() if ln.startswith("PHASES ")), None)
+    if line is None:
+        return None
+    marks = [t_spawn] + [float(x) for x in line.split()[1:]] + [t_done]
+    return dict(zip(COLD_PHASES, np.diff(marks).tolist()))
 
 
 def cold_start_script(epochs=None):
@@ -857,23 +879,30 @@ def run_cold_start(backends, runs, quick, variants=None, blas_threads=None):
             r = res["variants"][key]
             if r["error"]:
                 continue
-            t = time.perf_counter()
+            t, t_spawn = time.perf_counter(), time.time()
             proc = subprocess.run([sys.executable, "-c", script, lib, b], capture_output=True,
                                   text=True, env=env)
-            dt = time.perf_counter() - t
+            dt, t_done = time.perf_counter() - t, time.time()
             if proc.returncode != 0:
                 r["error"] = (proc.stderr.strip().splitlines() or ["exit code "
                                                                    f"{proc.returncode}"])[-1]
                 _log(f"cold start {key}: FAILED: {r['error']}")
                 continue
             r["times"].append(dt)
-            r["backend_used"] = proc.stdout.strip() or None
+            # the script's first line is the backend used (empty for scikit-learn)
+            r["backend_used"] = (proc.stdout.splitlines() or [""])[0].strip() or None
+            phases = _cold_phases(t_spawn, t_done, proc.stdout)
+            if phases is not None:
+                for name, sec in phases.items():
+                    r.setdefault("phases", {}).setdefault(name, []).append(sec)
             _log(f"cold start round {rnd + 1}/{runs} {key:<16} {dt:7.3f} s")
     base = None
     for key, r in res["variants"].items():
         if r["times"]:
             r.update(_stats(r["times"]))
             r["first"] = r["times"][0]
+        if r.get("phases"):
+            r["phase_medians"] = {k: statistics.median(v) for k, v in r["phases"].items()}
     base = res["variants"].get("sklearn", {}).get("median")
     for r in res["variants"].values():
         if "median" in r:
@@ -1387,18 +1416,25 @@ def render_markdown(results):
                  "session (it may include writing JIT caches). fastmlp's modules are "
                  "byte-compiled first, as `pip install` leaves them"
                  + ("" if cs.get("bytecode", True) else " (**failed**: some were not, and "
-                    "their processes compiled them)") + ".\n")
+                    "their processes compiled them)") + ". Phases, medians in seconds, from "
+                 "wall-clock marks in the script: start (the interpreter, to the script's "
+                 "first line), import (the library's `MLPClassifier`), data (importing and "
+                 "loading digits), fit + predict, exit (the rest: the interpreter's final "
+                 "garbage collections and teardown grow with everything imported).\n")
         L += _table_head("variant", "median s", "min-max s", "first s", "vs sklearn",
-                         "backend used")
+                         "backend used", "start", "import", "data", "fit + predict", "exit")
         for key, r in cs["variants"].items():
             if not r.get("times"):
-                L.append(_failed_row((key,), r.get("error"), 6))
+                L.append(_failed_row((key,), r.get("error"), 11))
                 continue
             ratio = r.get("ratio_vs_sklearn")
+            ph = r.get("phase_medians") or {}
             L.append(f"| {key} | {_fmt_s(r['median'])} | {_fmt_s(r['min'])}-{_fmt_s(r['max'])}"
                      f" | {_fmt_s(r['first'])} | "
                      f"{'-' if ratio is None else f'{ratio:.2f}x the time'} | "
-                     f"{r.get('backend_used') or '-'} |")
+                     f"{r.get('backend_used') or '-'} | "
+                     + " | ".join(_fmt_s(ph[k]) if k in ph else "-" for k in COLD_PHASES)
+                     + " |")
         L.append("")
 
     gs = results.get("gridsearch")

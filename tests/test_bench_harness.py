@@ -146,6 +146,15 @@ def test_cold_start_runs_fresh_processes():
         assert r["error"] is None, (key, r["error"])
         assert _positive(r["median"]) and _positive(r["ratio_vs_sklearn"])
     assert res["variants"]["fastmlp-numpy"]["backend_used"] == "numpy"
+    assert res["variants"]["sklearn"]["backend_used"] is None
+    # each process's phases add up to its wall time (the empty interpreter has none)
+    assert "phases" not in res["variants"]["python"]
+    for key in ("sklearn", "fastmlp-numpy"):
+        r = res["variants"][key]
+        assert set(r["phases"]) == set(_bench.COLD_PHASES)
+        assert all(_positive(v[0]) for v in r["phases"].values())
+        assert sum(v[0] for v in r["phases"].values()) == pytest.approx(r["times"][0],
+                                                                         abs=0.05)
     # fastmlp's bytecode was written first (as pip install leaves it), so the processes load
     # it instead of compiling fastmlp's sources each time
     assert res["bytecode"] is True
