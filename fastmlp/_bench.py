@@ -243,7 +243,16 @@ def _stats(times):
     return {"median": statistics.median(t), "min": min(t), "max": max(t), "n": len(t)}
 
 
-def _gemm_passes(n=2048):
+GEMM_N = 2048
+"""Size of the square matrices whose product gives the GEMM peak."""
+
+
+def _gemm_gflops(seconds, n=GEMM_N):
+    """GFLOP/s of one ``n x n`` by ``n x n`` product that took ``seconds``."""
+    return 2.0 * n**3 / seconds / 1e9
+
+
+def _gemm_passes(n=GEMM_N):
     """Per dtype, a callable that times one ``numpy.matmul`` of two ``n x n`` matrices.
 
     The operands are drawn and one warm-up product taken here, so each call times the
@@ -266,7 +275,7 @@ def _gemm_passes(n=2048):
     return passes
 
 
-def gemm_peak(repeats=5, n=2048):
+def gemm_peak(repeats=5, n=GEMM_N):
     """Best GFLOP/s of ``numpy.matmul`` on two ``n x n`` matrices, per dtype.
 
     Parameters
@@ -283,7 +292,7 @@ def gemm_peak(repeats=5, n=2048):
     out = {}
     for key, one in _gemm_passes(n).items():
         times = [one() for _ in range(repeats)]
-        out[key] = {"times": times, "gflops": 2.0 * n**3 / min(times) / 1e9}
+        out[key] = {"times": times, "gflops": _gemm_gflops(min(times), n)}
     return out
 
 
@@ -293,6 +302,12 @@ def _fit_size(wid, quick):
     w = bw.get_workload(wid)
     n_samples = w.quick_rows if quick else bw.make_data(wid)[0].shape[0]
     return n_samples, w.epochs_for(quick), min(w.batch_size, n_samples)
+
+
+def _fit_steps(wid, quick):
+    """Optimizer steps of one fit: one per batch of every epoch."""
+    n_samples, epochs, bs = _fit_size(wid, quick)
+    return epochs * -(-n_samples // bs)
 
 
 def _products_passes(wid, quick):
@@ -597,7 +612,7 @@ GEMM_PROBE_PRODUCTS = 3
 
 def _ceiling_probes(wid, quick):
     """The per-round probes of the ceiling workload: per dtype, the GEMM peak (fastest of
-    ``GEMM_PROBE_PRODUCTS`` 2048 x 2048 products), one pass of the fit's products alone
+    ``GEMM_PROBE_PRODUCTS`` products of :data:`GEMM_N` square matrices), one pass of the fit's products alone
     (:func:`products_alone`) and, when the Cython backend loads, one pass of its optimizer
     steps alone (:func:`optimizer_alone`)."""
     gemm = _gemm_passes()
@@ -611,9 +626,8 @@ def _ceiling_probes(wid, quick):
 
 
 def _paired(values):
-    """Median, min and max of per-round values, with the values."""
-    return {"rounds": list(values), "median": statistics.median(values),
-            "min": min(values), "max": max(values)}
+    """Median, min and max of per-round values (:func:`_stats`), with the values."""
+    return dict(_stats(values), rounds=list(values))
 
 
 def _ceiling_bounds(results, quick):
@@ -628,10 +642,10 @@ def _ceiling_bounds(results, quick):
     rounds = res["probes"]
     n_samples, epochs, _ = _fit_size(wid, quick)
     flops = bw.training_flops(wid, n_samples, epochs)
-    peak_flops = 2.0 * 2048**3
+    steps, n = _fit_steps(wid, quick), bw.n_params(wid)
     pa, oa = {}, None
     for d in DTYPES:
-        peaks = [peak_flops / t for t in rounds[f"gemm-{d}"]]  # FLOP/s of each round
+        peaks = [_gemm_gflops(t) * 1e9 for t in rounds[f"gemm-{d}"]]  # FLOP/s of each round
         prod = rounds[f"products-{d}"]
         pa[d] = _products_summary(prod, flops)
         pa[d]["gemm_fraction"] = pa[d]["gflops"] / results["gemm"][d]["gflops"]
@@ -639,7 +653,6 @@ def _ceiling_bounds(results, quick):
             [flops / t / p for t, p in zip(prod, peaks)])
         if f"optimizer-{d}" in rounds:
             opt = rounds[f"optimizer-{d}"]
-            steps, n = _fit_steps(wid, quick), bw.n_params(wid)
             oa = oa or {}
             oa[d] = _optimizer_summary(opt, steps, n, d)
             oa[d]["with_products_gemm_fraction"] = (
@@ -653,12 +666,6 @@ def _ceiling_bounds(results, quick):
                     [flops / t / p for t, p in zip(r["times"], peaks)])
     results["products_alone"] = {wid: pa}
     results["optimizer_alone"] = {wid: oa}
-
-
-def _fit_steps(wid, quick):
-    """Optimizer steps of one fit: one per batch of every epoch."""
-    n_samples, epochs, bs = _fit_size(wid, quick)
-    return epochs * -(-n_samples // bs)
 
 
 def _derive_training(tr, gemm, ceilings=None):
@@ -1255,7 +1262,7 @@ def _render_paired(results):
          "above: the fit's median against the best peak of the whole run.\n",
          "Peak per round, GFLOP/s: " + "; ".join(
              f"{'float64' if d == 'f64' else 'float32'} "
-             + ", ".join(f"{2.0 * 2048**3 / t / 1e9:.1f}" for t in rounds[f"gemm-{d}"])
+             + ", ".join(f"{_gemm_gflops(t):.1f}" for t in rounds[f"gemm-{d}"])
              for d in DTYPES) + ".\n"]
     L += _table_head("variant", "of its round's peak", "min-max", "of the run's best peak")
     rows = [(r["label"], r.get("gemm_fraction_paired"), r.get("gemm_fraction"))
@@ -1670,7 +1677,7 @@ def _run(args, argv):
     failed = False
     # quick mode: one product per dtype, once (the peak only has to exist, not be precise)
     gemm_reps = 1 if args.quick else 5
-    _log("GEMM peak (2048 x 2048)" + ("" if args.quick else ", before"))
+    _log(f"GEMM peak ({GEMM_N} x {GEMM_N})" + ("" if args.quick else ", before"))
     g1 = gemm_peak(gemm_reps)
 
     if "training" in args.sections:
@@ -1687,16 +1694,16 @@ def _run(args, argv):
         g2 = g1
     else:
         # the machine is shared: measure again after the long section, keep the better
-        _log("GEMM peak (2048 x 2048), after")
+        _log(f"GEMM peak ({GEMM_N} x {GEMM_N}), after")
         g2 = gemm_peak(gemm_reps)
     ceiling = results.get("training", {}).get(CEILING_WORKLOAD)
     rounds = ceiling["probes"] if ceiling else {}
-    results["gemm"] = {"n": 2048, "before": g1, "after": g2}
+    results["gemm"] = {"n": GEMM_N, "before": g1, "after": g2}
     for d in DTYPES:
         # the run's peak is the best product of the run: before, after, and every round
         times = (g1[d]["times"] + (g2[d]["times"] if g2 is not g1 else [])
                  + rounds.get(f"gemm-{d}", []))
-        results["gemm"][d] = {"gflops": 2.0 * 2048**3 / min(times) / 1e9, "times": times}
+        results["gemm"][d] = {"gflops": _gemm_gflops(min(times)), "times": times}
     if ceiling:
         _ceiling_bounds(results, args.quick)
     if "training" in results:

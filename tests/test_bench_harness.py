@@ -233,36 +233,28 @@ def test_failed_row_has_as_many_cells_as_its_table(n_lead):
     assert _bench._failed_row(["v"], None, 6).startswith("| v | failed:  |")
 
 
-def test_probes_are_timed_once_per_round_after_the_fits():
+def test_probes_are_timed_once_per_round_after_the_fits(monkeypatch):
     # the peak and W4's bounds are timed in the same rounds as the fits they are read against
-    order = []
+    fits_before = []  # how many fits had run when each probe ran
+    fits = []
 
     def probe():
-        order.append(len(res_times()))
+        fits_before.append(len(fits))
         return 0.5
 
-    variants = [v for v in _bench._variants(["numpy"], False) if v["dtype"] == "f64"]
-    holder = {}
+    fit_variant = _bench._fit_variant
 
-    def res_times():
-        return holder.get("times", [])
-
-    orig = _bench._fit_variant
-
-    def fit(v, *args):
-        model = orig(v, *args)
-        holder.setdefault("times", []).append(v["key"])
+    def counting_fit(v, *args):
+        model = fit_variant(v, *args)
+        fits.append(v["key"])
         return model
 
-    _bench._fit_variant, saved = fit, orig
-    try:
-        res = _bench.run_training("W1", variants, 2, True, memory=False,
-                                  probes={"p": probe})
-    finally:
-        _bench._fit_variant = saved
+    monkeypatch.setattr(_bench, "_fit_variant", counting_fit)
+    variants = [v for v in _bench._variants(["numpy"], False) if v["dtype"] == "f64"]
+    res = _bench.run_training("W1", variants, 2, True, memory=False, probes={"p": probe})
     assert res["probes"] == {"p": [0.5, 0.5]}
     # warm-up fits (2) + one round's fits (2) before the first probe, another round's after
-    assert order == [4, 6]
+    assert fits_before == [4, 6]
 
 
 def _ceiling_results(fit_times, rounds):
