@@ -38,6 +38,7 @@ from libc.float cimport DBL_EPSILON, DBL_MAX, FLT_EPSILON, FLT_MAX
 from libc.math cimport erf, exp, expf, expm1, fabs, log, log1p, pow, sqrt, sqrtf
 from libc.math cimport tanh, tanhf
 from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
 from cython.parallel cimport prange
@@ -110,7 +111,7 @@ cdef enum:
 
 __all__ = ["workspace_size", "split_batches", "train_epoch", "loss_grad", "forward",
            "rrelu_uniform", "activation_forward", "row_major_gemm", "optimizer_step",
-           "cpu_supports_avx2", "fp_mode"]
+           "cpu_supports_avx2", "fp_mode", "blas_warm_threads"]
 
 cdef double SQRT_2 = sqrt(2.0)
 cdef double SQRT_2_OVER_PI = sqrt(2.0 / 3.141592653589793)
@@ -155,6 +156,53 @@ cdef enum:
     OPT_BLOCK = 256
     OPT_PAR_MIN = 262144    # entries; below, a fork/join costs more than half the loop
     SUMSQ_LANES = 16    # partial sums of _sumsq: two AVX2 registers of float32
+
+
+# ======================================================== first touch of BLAS's buffers
+# OpenBLAS (SciPy's, which these kernels call) maps a 32 MiB buffer per calling thread on
+# its first product and packs operands into it; pages of it that no product has touched
+# yet have no translation, and its kernels' accesses ahead of the packed panels into such
+# pages are slow. Measured on a Zen 1 AMD VM (OpenBLAS 0.3.30, Haswell kernels): a 100 x
+# 256 by 256 x 128 float32 product on one thread ran at 10 GFLOP/s until a larger product
+# (or reading every page of the buffer) had touched those pages, and at 35-42 GFLOP/s after,
+# for the rest of the process; float32 W3 with its halves on one thread took 4.1 s instead
+# of 2.65 s, and two float64 fits of the grid's (64,) network in threads 71 ms each instead
+# of 60 ms. A 384^3 float32 product on one thread touches enough of them, a 256^3 one does
+# not; one WARM_N^3 product per thread (512: BLAS may thread it, each of its threads then
+# packs a part), once per process and thread count, a few ms. Nothing else changes.
+cdef enum:
+    WARM_N = 512
+
+cdef int _blas_warm_threads = 0
+
+
+cdef void _warm_one() noexcept nogil:
+    cdef Py_ssize_t nn = <Py_ssize_t>WARM_N * WARM_N
+    cdef float* buf = <float*>malloc(3 * nn * sizeof(float))
+    if buf == NULL:
+        return   # only a speed-up: without memory for it, the fit runs as it would have
+    memset(buf, 0, 2 * nn * sizeof(float))
+    gemm(c'n', c'n', WARM_N, WARM_N, WARM_N, <float>1, buf, WARM_N, buf + nn, WARM_N,
+         <float>0, buf + 2 * nn, WARM_N)
+    free(buf)
+
+
+cdef void warm_blas(int n_threads) noexcept nogil:
+    """Touch the buffers OpenBLAS packs into, in ``n_threads`` (1 or 2) threads at once
+    (each concurrent caller has a buffer of its own), the first time a fit uses that many;
+    see the comment above. The threads are OpenMP's only when ``n_threads`` is 2, which the
+    caller decides as for the halves of a batch (a forked child must not enter OpenMP)."""
+    global _blas_warm_threads
+    cdef int w
+    if _blas_warm_threads >= n_threads:
+        return
+    if n_threads > 1:
+        for w in prange(2, num_threads=2, schedule="static", chunksize=1):
+            _warm_one()
+    else:
+        _warm_one()
+    if n_threads > _blas_warm_threads:
+        _blas_warm_threads = n_threads
 
 
 # ============================================================ counter-based RNG (RReLU)
@@ -1577,6 +1625,8 @@ def train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sample_weight,
         n_threads = 1
     cdef unsigned int csr
     with nogil:
+        # the halves run in n_threads threads when split, else this thread calls BLAS
+        warm_blas(n_threads if split else 1)
         csr = ftz_enter()
         if tn == cnp.NPY_DOUBLE:
             loss = _train_epoch(&net, <double*>cnp.PyArray_DATA(th),
@@ -1789,6 +1839,12 @@ def fp_mode():
     denormals-are-zero while they run and must leave it as they found it."""
     return int(c_fp_mode())
 
+
+
+def blas_warm_threads():
+    """How many threads at once :func:`warm_blas` has touched OpenBLAS's buffers from so far
+    in this process (0, 1 or 2); ``train_epoch`` warms them on first use."""
+    return _blas_warm_threads
 
 
 def rrelu_uniform(seed, step, layer, Py_ssize_t n_rows, Py_ssize_t n_units):

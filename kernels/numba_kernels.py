@@ -1867,3 +1867,33 @@ loss_grad_kernel = PerDtype(_loss_grad, _loss_grad_sig, **_F)
 
 forward_kernel = PerDtype(_forward, _forward_sig, **_F)
 """Prediction (see :func:`_forward`), one dispatcher per dtype."""
+
+
+# ------------------------------------------------------------ first touch of BLAS's buffers
+WARM_N = 512
+"""Side of the float32 products :func:`warm_blas_kernel` runs (the Cython extension's
+``warm_blas`` explains why: OpenBLAS's kernels are slow on small products until a larger one
+has touched the pages of the buffer each calling thread packs into)."""
+
+
+def _warm_products(bufs):
+    for w in prange(bufs.shape[0]):
+        np.dot(bufs[w, 0], bufs[w, 1], bufs[w, 2])
+
+
+_warm_lock = threading.Lock()
+_warm_kernels = {}
+
+
+def warm_blas_kernel(parallel):
+    """The compiled ``bufs[w, 2] = bufs[w, 0] @ bufs[w, 1]`` for every ``w`` of a C-contiguous
+    float32 array ``bufs`` of shape (n, 3, k, k): in ``n`` threads at once with ``parallel``
+    (each concurrent caller of BLAS has a buffer of its own), else one after the other.
+    Compiled (or loaded from the cache) on first use, not at import."""
+    with _warm_lock:
+        if parallel not in _warm_kernels:
+            func = _renamed(_warm_products, "_warm_products_parallel") if parallel else (
+                _warm_products)
+            _warm_kernels[parallel] = njit(void(float32[:, :, :, ::1]), **_F,
+                                           parallel=parallel)(func)
+        return _warm_kernels[parallel]

@@ -585,3 +585,24 @@ def test_per_dtype_kernels_never_compile_new_types():
     assert k(theta, net.layout, net.act_params, X.astype(np.float64), out, True, 5, work) == 0
     assert len(k.dispatcher(np.float64).signatures) == 1
     assert np.dtype(np.int64) not in k._by_dtype
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_warm_blas_kernel_computes_each_product(parallel):
+    # the one-time product per BLAS-calling thread (see _warm_blas): a real product, in
+    # each slot of bufs
+    rng = np.random.default_rng(0)
+    bufs = np.zeros((2, 3, 24, 24), dtype=np.float32)
+    bufs[:, :2] = rng.standard_normal((2, 2, 24, 24))
+    numba_kernels.warm_blas_kernel(parallel)(bufs)
+    for w in range(2):
+        np.testing.assert_allclose(bufs[w, 2], bufs[w, 0] @ bufs[w, 1], rtol=1e-5, atol=1e-5)
+
+
+def test_training_warms_blas_once():
+    X, y = make_classification(n_samples=200, n_features=6, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        MLPClassifier(hidden_layer_sizes=(8,), max_iter=2, backend="numba",
+                      random_state=0).fit(X, y)
+    assert nb._warm_threads[0] in (1, 2)

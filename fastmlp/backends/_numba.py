@@ -173,11 +173,29 @@ def train_epoch(theta, grad, opt_state, layout, act_params, X, Y, sample_weight,
         # thread count is thread-local in Numba, so this touches no other thread
         numba.set_num_threads(2)
         try:
+            _warm_blas(2)
             return float(_call(_nb.train_epoch_parallel_kernel, args, _TRAIN_WRITTEN,
                                _TRAIN_READ))
         finally:
             numba.set_num_threads(threads)
+    _warm_blas(1)
     return float(_call(_nb.train_epoch_kernel, args, _TRAIN_WRITTEN, _TRAIN_READ))
+
+
+_warm_threads = [0]   # threads whose OpenBLAS buffers warm_blas has touched (see below)
+
+
+def _warm_blas(threads):
+    """The first time fits call BLAS from ``threads`` (1 or 2) threads at once, run one
+    float32 product in each (``numba_kernels.warm_blas_kernel``): OpenBLAS's kernels are slow
+    on small products until a larger one has touched the buffer each caller packs into
+    (measured on a Zen 1 AMD VM: float32 W3 2.26 s before, about 1.5 s after). A few ms,
+    once per process; nothing else changes."""
+    if _warm_threads[0] >= threads:
+        return
+    bufs = np.zeros((threads, 3, _nb.WARM_N, _nb.WARM_N), dtype=np.float32)
+    _nb.warm_blas_kernel(threads > 1)(bufs)
+    _warm_threads[0] = max(_warm_threads[0], threads)
 
 
 def _split_kind(layout, batch_size, f32):
