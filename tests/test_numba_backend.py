@@ -599,10 +599,19 @@ def test_warm_blas_kernel_computes_each_product(parallel):
         np.testing.assert_allclose(bufs[w, 2], bufs[w, 0] @ bufs[w, 1], rtol=1e-5, atol=1e-5)
 
 
-def test_training_warms_blas_once():
+def test_training_warms_blas_once(monkeypatch):
+    # a fresh process's state, and a recorder in place of the warm kernel: two fits of
+    # several epochs warm once (per thread count), before their first epoch
+    monkeypatch.setattr(nb, "_warm_threads", [0])
+    calls = []
+    real = numba_kernels.warm_blas_kernel
+    monkeypatch.setattr(numba_kernels, "warm_blas_kernel",
+                        lambda parallel: calls.append(parallel) or real(parallel))
     X, y = make_classification(n_samples=200, n_features=6, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        MLPClassifier(hidden_layer_sizes=(8,), max_iter=2, backend="numba",
-                      random_state=0).fit(X, y)
+        for _ in range(2):
+            MLPClassifier(hidden_layer_sizes=(8,), max_iter=2, backend="numba",
+                          random_state=0).fit(X, y)
     assert nb._warm_threads[0] in (1, 2)
+    assert calls and len(calls) == len(set(calls))   # once per thread count

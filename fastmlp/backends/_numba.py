@@ -189,7 +189,7 @@ def _warm_blas(threads):
     """The first time fits call BLAS from ``threads`` (1 or 2) threads at once, run one
     float32 product in each (``numba_kernels.warm_blas_kernel``): OpenBLAS's kernels are slow
     on small products until a larger one has touched the buffer each caller packs into
-    (measured on a Zen 1 AMD VM: float32 W3 2.26 s before, about 1.5 s after). A few ms,
+    (measured on a Zen 1 AMD VM: float32 W3 2.26-2.29 s before, 1.61-1.64 s after). A few ms,
     once per process; nothing else changes."""
     if _warm_threads[0] >= threads:
         return
